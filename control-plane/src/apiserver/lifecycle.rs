@@ -1,0 +1,261 @@
+//! What happens after a delete: dependents follow their owner
+//! (`propagationPolicy` Background and Foreground), are released by it
+//! (Orphan), and a terminating namespace is emptied before it goes. These are
+//! Kubernetes' garbage collector and namespace controller, reduced to what
+//! the API server can finish by itself; they run as background tasks, resume
+//! after a restart, and retry until done.
+
+use super::Api;
+use super::objects::{self, meta, meta_str};
+use super::request::{Query, Target};
+use hawser_api::ResourceInfo;
+use hawser_api::resources::{self, RESOURCES};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const ORPHAN: &str = "orphan";
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// The namespace finalizer in `spec.finalizers`.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// How long a finished pass waits before checking again for dependents that
+/// are still going (graceful pods, their own finalizers).
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// Called after an object was written with a deletionTimestamp: runs the
+/// finalizers the API server owns.
+pub fn after_write(api: &Arc<Api>, info: &'static ResourceInfo, obj: &Value) {
+    if !meta(obj).contains_key("deletionTimestamp") {
+        return;
+    }
+    let finalizers = objects::finalizers(obj);
+    let is_terminating_namespace = info.plural == "namespaces" && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    if !(is_terminating_namespace || finalizers.iter().any(|f| f == ORPHAN || f == FOREGROUND)) {
+        return;
+    }
+    spawn_once(api, info, obj, move |api, target, uid| async move {
+        if target.info.plural == "namespaces" { finalize_namespace(&api, &target).await } else { finalize_owner(&api, &target, &uid).await }
+    });
+}
+
+/// Called after an object is gone: its dependents go too (Background).
+pub fn after_delete(api: &Arc<Api>, info: &'static ResourceInfo, obj: &Value) {
+    let Some(uid) = meta_str(obj, "uid").map(str::to_string) else { return };
+    let namespace = meta_str(obj, "namespace").map(str::to_string);
+    let api = api.clone();
+    let _ = info;
+    tokio::spawn(async move {
+        if let Err(e) = delete_dependents(&api, namespace.as_deref(), &uid).await {
+            tracing::warn!(%uid, error = %e, "deleting dependents failed");
+        }
+    });
+}
+
+/// Picks up finalizers that were in progress when the server stopped.
+pub async fn resume(api: &Arc<Api>) -> anyhow::Result<()> {
+    for info in RESOURCES {
+        let page = api.store.list(&info.key_prefix(None), None, None).await?;
+        for kv in page.items {
+            let obj = objects::decode(&kv)?;
+            after_write(api, info, &obj);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `work` for `obj` unless it is already running, retrying until it succeeds.
+fn spawn_once<F, Fut>(api: &Arc<Api>, info: &'static ResourceInfo, obj: &Value, work: F)
+where
+    F: Fn(Arc<Api>, Target, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
+{
+    let key = info.key(meta_str(obj, "namespace"), objects::name(obj));
+    if !api.finalizing.lock().expect("not poisoned").insert(key.clone()) {
+        return;
+    }
+    let target = Target {
+        info,
+        namespace: meta_str(obj, "namespace").map(str::to_string),
+        name: Some(objects::name(obj).to_string()),
+        subresource: None,
+    };
+    let uid = meta_str(obj, "uid").unwrap_or_default().to_string();
+    let api = api.clone();
+    tokio::spawn(async move {
+        let mut delay = RECHECK;
+        loop {
+            match work(api.clone(), target.clone(), uid.clone()).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%key, error = %e, "finalizing failed; retrying"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        api.finalizing.lock().expect("not poisoned").remove(&key);
+    });
+}
+
+/// Orphan: strip the owner from its dependents. Foreground: delete them and
+/// wait until they are gone. Then drop the finalizer, which lets the owner go.
+/// Returns whether the work is finished.
+async fn finalize_owner(api: &Arc<Api>, target: &Target, uid: &str) -> anyhow::Result<bool> {
+    let Ok((obj, _)) = api.read(target.info, target.namespace.as_deref(), target.name()?).await else { return Ok(true) };
+    if meta_str(&obj, "uid") != Some(uid) {
+        return Ok(true);
+    }
+    let finalizers = objects::finalizers(&obj);
+    let done = if finalizers.iter().any(|f| f == ORPHAN) {
+        for (info, dependent) in dependents(api, target.namespace.as_deref(), uid).await? {
+            let dep = target_of(info, &dependent);
+            let uid = uid.to_string();
+            api.guaranteed_update(&dep, None, false, move |cur| {
+                let mut cur = cur.clone();
+                if let Some(refs) = cur["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"] != uid.as_str());
+                }
+                Ok(cur)
+            })
+            .await?;
+        }
+        ORPHAN
+    } else {
+        let remaining = dependents(api, target.namespace.as_deref(), uid).await?;
+        if !remaining.is_empty() {
+            delete_all(api, remaining).await?;
+            return Ok(false);
+        }
+        FOREGROUND
+    };
+    remove_finalizer(api, target, done).await?;
+    Ok(true)
+}
+
+async fn remove_finalizer(api: &Arc<Api>, target: &Target, finalizer: &str) -> anyhow::Result<()> {
+    let finalizer = finalizer.to_string();
+    let result = api
+        .guaranteed_update(target, None, false, move |cur| {
+            let mut cur = cur.clone();
+            if let Some(list) = cur["metadata"]["finalizers"].as_array_mut() {
+                list.retain(|f| f != finalizer.as_str());
+            }
+            Ok(cur)
+        })
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes everything in the namespace, and once it is empty clears
+/// `spec.finalizers`, which lets the namespace itself go.
+async fn finalize_namespace(api: &Arc<Api>, target: &Target) -> anyhow::Result<bool> {
+    let ns = target.name()?.to_string();
+    let mut remaining = Vec::new();
+    for info in RESOURCES.iter().filter(|r| r.namespaced) {
+        let page = api.store.list(&info.key_prefix(Some(&ns)), None, None).await?;
+        for kv in page.items {
+            remaining.push((info, objects::decode(&kv)?));
+        }
+    }
+    if !remaining.is_empty() {
+        delete_all(api, remaining).await?;
+        return Ok(false);
+    }
+    let result = api
+        .guaranteed_update(target, None, false, |cur| {
+            let mut cur = cur.clone();
+            cur["spec"]["finalizers"] = json!([]);
+            Ok(cur)
+        })
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == 404 => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_all(api: &Arc<Api>, objects: Vec<(&'static ResourceInfo, Value)>) -> anyhow::Result<()> {
+    let background = json!({"propagationPolicy": "Background"});
+    for (info, obj) in objects {
+        if meta(&obj).contains_key("deletionTimestamp") {
+            continue;
+        }
+        match api.delete(&target_of(info, &obj), &Query::default(), Some(background.clone())).await {
+            Ok(_) => {}
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn delete_dependents(api: &Arc<Api>, namespace: Option<&str>, uid: &str) -> anyhow::Result<()> {
+    let found = dependents(api, namespace, uid).await?;
+    delete_all(api, found).await
+}
+
+/// Objects with an ownerReference to `uid`: in the owner's namespace, or
+/// anywhere for a cluster-scoped owner.
+async fn dependents(api: &Arc<Api>, namespace: Option<&str>, uid: &str) -> anyhow::Result<Vec<(&'static ResourceInfo, Value)>> {
+    let mut found = Vec::new();
+    for info in RESOURCES.iter().filter(|r| r.plural != "namespaces") {
+        let page = api.store.list(&info.key_prefix(namespace), None, None).await?;
+        for kv in page.items {
+            let obj = objects::decode(&kv)?;
+            let owned =
+                meta(&obj).get("ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
+            if owned {
+                found.push((info, obj));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn target_of(info: &'static ResourceInfo, obj: &Value) -> Target {
+    Target {
+        info,
+        namespace: meta_str(obj, "namespace").map(str::to_string),
+        name: Some(objects::name(obj).to_string()),
+        subresource: None,
+    }
+}
+
+/// The namespaces every cluster starts with.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the system namespaces and the `kubernetes` Service when missing.
+pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
+    let namespaces = resources::lookup("", "v1", "namespaces").expect("served");
+    for ns in SYSTEM_NAMESPACES {
+        let t = Target { info: namespaces, namespace: None, name: None, subresource: None };
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match api.create(&t, &Query::default(), body).await {
+            Ok(_) => tracing::info!(namespace = ns, "created system namespace"),
+            Err(e) if e.code == 409 => {}
+            Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),
+        }
+    }
+    let services = resources::lookup("", "v1", "services").expect("served");
+    let t = Target { info: services, namespace: Some("default".into()), name: None, subresource: None };
+    let body = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": api.ranges.api_service_ip().to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.api_port}],
+        }
+    });
+    match api.create(&t, &Query::default(), body).await {
+        Ok(_) => tracing::info!("created the kubernetes service"),
+        Err(e) if e.code == 409 => {}
+        Err(e) => anyhow::bail!("creating the kubernetes service: {}", e.message),
+    }
+    resume(api).await
+}
