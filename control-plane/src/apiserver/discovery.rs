@@ -117,3 +117,29 @@ mod tests {
         );
     }
 }
+
+/// The media type kubectl accepts `/openapi/v2` in (gnostic's protobuf `openapi.v2.Document`).
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2`: a valid document with no paths or definitions. Our schemas
+/// are served as OpenAPI v3, which kubectl reads first; it falls back to v2
+/// only for kinds v3 does not describe (a manifest with an unknown kind), and
+/// a 404 there makes kubectl fail with "failed to download openapi" instead
+/// of its real message ("no matches for kind ..."). An empty v2 document
+/// tells it truthfully that there is no schema for such a kind.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2); // length-delimited
+        out.push(u8::try_from(bytes.len()).expect("short field"));
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, format!("v1.{KUBERNETES_MINOR}.0").as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0"); // swagger
+    field(&mut doc, 2, &info); // info
+    field(&mut doc, 8, &[]); // paths
+    field(&mut doc, 9, &[]); // definitions
+    doc
+}

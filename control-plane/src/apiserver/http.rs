@@ -287,6 +287,7 @@ fn non_resource(api: &Api, path: &str, query: Option<&str>) -> Result<Option<Res
         "/apis" => json(discovery::group_list()),
         "/metrics" => Ok(Some(raw_response(200, "text/plain; version=0.0.4", api.metrics.render()))),
         "/openapi/v3" => json(hawser_api::openapi::v3_root()),
+        "/openapi/v2" => Ok(Some(raw_response(200, discovery::OPENAPI_V2_PROTOBUF, discovery::openapi_v2_protobuf()))),
         p if p.starts_with("/openapi/v3/") => match hawser_api::openapi::v3_document_bytes(&p["/openapi/v3/".len()..]) {
             Some(bytes) => Ok(Some(raw_response(200, "application/json", Bytes::copy_from_slice(&bytes)))),
             None => Err(ApiError::path_not_found(p)),
