@@ -548,9 +548,11 @@ fn is_empty_container(v: &Value) -> bool {
     }
 }
 
-/// Removes every path in `set` from `v`. A map or list emptied by the
-/// removal goes too, as structured-merge-diff leaves nothing (null) there.
-fn remove_paths(v: &mut Value, set: &FieldSet, f: Field) {
+/// Removes every path in `set` from `v` (a member goes with everything
+/// below it). A map or list emptied by the removal goes too, as
+/// structured-merge-diff leaves nothing (null) there, unless `keep` (the
+/// applied configuration's fields) has it: an applied `{}` stays.
+fn remove_paths(v: &mut Value, set: &FieldSet, keep: Option<&FieldSet>, f: Field) {
     match v {
         Value::Object(m) if f.ty != Ty::Atomic => {
             for pe in set.members() {
@@ -562,8 +564,9 @@ fn remove_paths(v: &mut Value, set: &FieldSet, f: Field) {
                 let PathElement::Field(k) = pe else { continue };
                 let Some(child) = m.get_mut(k) else { continue };
                 let was_empty = is_empty_container(child);
-                remove_paths(child, sub, schema::field(f.ty, k));
-                if !was_empty && is_empty_container(child) {
+                remove_paths(child, sub, keep.and_then(|k| k.child(pe)), schema::field(f.ty, k));
+                let applied = keep.is_some_and(|k| k.has(std::slice::from_ref(pe)));
+                if !was_empty && !applied && is_empty_container(child) {
                     m.remove(k);
                 }
             }
@@ -577,7 +580,7 @@ fn remove_paths(v: &mut Value, set: &FieldSet, f: Field) {
                 .filter(|(_, pe)| !set.has(std::slice::from_ref(pe)))
                 .map(|(mut v, pe)| {
                     if let Some(sub) = set.child(&pe) {
-                        remove_paths(&mut v, sub, item);
+                        remove_paths(&mut v, sub, keep.and_then(|k| k.child(&pe)), item);
                     }
                     v
                 })
@@ -586,6 +589,18 @@ fn remove_paths(v: &mut Value, set: &FieldSet, f: Field) {
         }
         _ => {}
     }
+}
+
+/// What an apply prunes: the fields the applier owned last time but no
+/// longer applies and no manager (the applier included) still owns, as
+/// structured-merge-diff's `prune`. Ownership is compared with every field
+/// that has owned paths below it counted as owned itself, so a `.` the
+/// applier held on a map, list or struct (say `f:labels` or `f:ports`,
+/// which kubectl's client-side to server-side apply migration hands over)
+/// never removes that field wholesale while its contents are still owned.
+fn prune_set(last: &FieldSet, managers: &[Manager]) -> FieldSet {
+    let owned = managers.iter().fold(FieldSet::default(), |acc, m| acc.union(&m.set));
+    last.difference(&owned.with_fields_as_members())
 }
 
 fn invalid(message: String) -> ApplyError {
@@ -670,8 +685,7 @@ pub fn server_side_apply(
     let last_set = std::mem::replace(&mut managers[me].set, applied_set);
     managers[me].api_version = api_version.into();
     if !last_set.is_empty() {
-        let owned = managers.iter().fold(FieldSet::default(), |acc, m| acc.union(&m.set));
-        remove_paths(&mut new_obj, &last_set.difference(&owned), root);
+        remove_paths(&mut new_obj, &prune_set(&last_set, &managers), Some(&managers[me].set), root);
     }
 
     let mut c = Comparison::default();
@@ -1036,5 +1050,239 @@ mod tests {
             msg,
             "Apply failed with 3 conflicts: conflicts with \"alpha\":\n- .spec.b\nconflicts with \"kubectl-edit\" using v1:\n- .spec.a\n- .spec.c"
         );
+    }
+
+    /// Whether `obj` holds everything `cfg` sets: map keys recursively (a
+    /// `null` in `cfg` asks for removal, so it must be absent), list items by
+    /// some item holding them, scalars equal.
+    fn holds(obj: Option<&Value>, cfg: &Value) -> bool {
+        match (obj, cfg) {
+            (_, Value::Object(c)) => {
+                let Some(Value::Object(o)) = obj else { return false };
+                c.iter().all(|(k, v)| if v.is_null() { !o.contains_key(k) } else { holds(o.get(k), v) })
+            }
+            (Some(Value::Array(o)), Value::Array(c)) => c.iter().all(|ci| o.iter().any(|oi| holds(Some(oi), ci))),
+            (o, c) => o == Some(c),
+        }
+    }
+
+    /// What `kubectl apply --server-side` does to an object last written by
+    /// client-side apply before applying (kubectl's `csaupgrade`): the
+    /// `kubectl-client-side-apply` Update entry's fields become the `kubectl`
+    /// Apply entry's, server-defaulted fields included.
+    fn migrate_csa_to_ssa(obj: &mut Value) {
+        for e in obj["metadata"]["managedFields"].as_array_mut().unwrap() {
+            if e["manager"] == "kubectl-client-side-apply" && e["operation"] == "Update" {
+                e["manager"] = json!("kubectl");
+                e["operation"] = json!("Apply");
+            }
+        }
+    }
+
+    /// The defaults the API server fills in a Deployment's pod template
+    /// (the subset the tests here need).
+    fn defaulted(mut d: Value) -> Value {
+        let spec = &mut d["spec"];
+        spec["progressDeadlineSeconds"] = json!(600);
+        spec["revisionHistoryLimit"] = json!(10);
+        spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+        let pod = &mut spec["template"]["spec"];
+        pod["dnsPolicy"] = json!("ClusterFirst");
+        pod["restartPolicy"] = json!("Always");
+        pod["securityContext"] = json!({});
+        for c in pod["containers"].as_array_mut().unwrap() {
+            c["imagePullPolicy"] = json!("IfNotPresent");
+            c["terminationMessagePath"] = json!("/dev/termination-log");
+            c["resources"] = json!({});
+            for p in c["ports"].as_array_mut().into_iter().flatten() {
+                p.as_object_mut().unwrap().entry("protocol").or_insert(json!("TCP"));
+            }
+        }
+        d
+    }
+
+    /// `kubectl apply` (client-side, creating), kubectl's migration to
+    /// server-side apply, and what the server stored: the object as
+    /// `kubectl apply --server-side` sends it to the apply afterwards.
+    fn created_client_side_then_migrated(cfg: &Value) -> Value {
+        let mut live = stored(defaulted(cfg.clone()));
+        record_update(None, &mut live, "kubectl-client-side-apply", "apps/v1", T1);
+        migrate_csa_to_ssa(&mut live);
+        live
+    }
+
+    /// The reported failure, trimmed from the live object and configuration
+    /// of a real kubectl 1.32 session: client-side apply, then two
+    /// server-side applies of the same file; the second lost the template's
+    /// labels and the container's ports (then failed validation with 422).
+    #[test]
+    fn ssa_reapply_of_same_config_after_csa_migration_keeps_template_labels_and_ports() {
+        // The `kubectl` entry after kubectl's migration: client-side apply's
+        // fields, `.` entries and server defaults included.
+        let kubectl_fields = json!({
+            "f:metadata": {
+                "f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}},
+                "f:labels": {".": {}, "f:app": {}}
+            },
+            "f:spec": {
+                "f:progressDeadlineSeconds": {}, "f:replicas": {}, "f:revisionHistoryLimit": {}, "f:selector": {},
+                "f:strategy": {"f:rollingUpdate": {".": {}, "f:maxSurge": {}, "f:maxUnavailable": {}}, "f:type": {}},
+                "f:template": {
+                    "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                    "f:spec": {
+                        "f:containers": {"k:{\"name\":\"api\"}": {
+                            ".": {}, "f:image": {}, "f:imagePullPolicy": {}, "f:name": {},
+                            "f:ports": {".": {}, "k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:protocol": {}}},
+                            "f:resources": {}, "f:terminationMessagePath": {}, "f:terminationMessagePolicy": {}
+                        }},
+                        "f:dnsPolicy": {}, "f:restartPolicy": {}, "f:schedulerName": {}, "f:securityContext": {},
+                        "f:terminationGracePeriodSeconds": {}
+                    }
+                }
+            }
+        });
+        let last_applied_fields = json!({"f:metadata": {"f:annotations": {"f:kubectl.kubernetes.io/last-applied-configuration": {}}}});
+        let template = json!({
+            "metadata": {"labels": {"app": "api"}},
+            "spec": {
+                "containers": [{
+                    "image": "registry.example/api:1.0", "imagePullPolicy": "IfNotPresent", "name": "api",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}], "resources": {},
+                    "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"
+                }],
+                "dnsPolicy": "ClusterFirst", "restartPolicy": "Always", "schedulerName": "default-scheduler",
+                "securityContext": {}, "terminationGracePeriodSeconds": 30
+            }
+        });
+        let live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {
+                "name": "api", "namespace": "default", "uid": "22c9daae", "resourceVersion": "12", "generation": 1,
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}\n"},
+                "labels": {"app": "api"},
+                "managedFields": [
+                    {"apiVersion": "apps/v1", "fieldsType": "FieldsV1", "manager": "kubectl", "operation": "Apply",
+                     "time": "2026-11-24T13:51:15Z", "fieldsV1": kubectl_fields},
+                    {"apiVersion": "apps/v1", "fieldsType": "FieldsV1", "manager": "kubectl-last-applied", "operation": "Apply",
+                     "time": "2026-11-24T13:51:15Z", "fieldsV1": last_applied_fields}
+                ]
+            },
+            "spec": {
+                "progressDeadlineSeconds": 600, "replicas": 2, "revisionHistoryLimit": 10,
+                "selector": {"matchLabels": {"app": "api"}},
+                "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}, "type": "RollingUpdate"},
+                "template": template
+            },
+            "status": {}
+        });
+        let cfg = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "api", "labels": {"app": "api"}},
+            "spec": {
+                "replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                "template": {
+                    "metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": [{"name": "api", "image": "registry.example/api:1.0", "ports": [{"containerPort": 8080}]}]}
+                }
+            }
+        });
+        let out = apply(Some(&live), &cfg, "kubectl", false, T2).unwrap();
+        assert!(holds(Some(&out), &cfg), "{out:#}");
+        assert_eq!(out["spec"]["template"]["metadata"]["labels"], json!({"app": "api"}));
+        let c = &out["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["ports"][0]["containerPort"], 8080);
+        // Defaults only the migration credited to kubectl are pruned; the
+        // API server defaults them again, as in Kubernetes.
+        assert!(c.get("imagePullPolicy").is_none() && c.get("terminationMessagePath").is_none());
+        // The annotation kubectl-last-applied still owns stays.
+        assert_eq!(out["metadata"]["annotations"], live["metadata"]["annotations"]);
+        assert_eq!(
+            entry(&out, "kubectl").unwrap()["fieldsV1"]["f:spec"]["f:template"],
+            json!({
+                "f:metadata": {"f:labels": {"f:app": {}}},
+                "f:spec": {"f:containers": {"k:{\"name\":\"api\"}": {
+                    ".": {}, "f:image": {}, "f:name": {},
+                    "f:ports": {"k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}
+                }}}
+            })
+        );
+        // And applying once more changes nothing.
+        assert_eq!(apply(Some(&out), &cfg, "kubectl", false, T3).unwrap(), out);
+    }
+
+    #[test]
+    fn ssa_prune_never_removes_a_field_present_in_the_applied_config() {
+        let mut full = deployment("nginx:1", Some(2), json!({"app": "web", "tier": "fe"}));
+        full["metadata"]["annotations"] = json!({"note": "x"});
+        full["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]);
+        let live = created_client_side_then_migrated(&full);
+
+        let with = |image: &str, replicas: Option<i64>, labels: Value, edit: &dyn Fn(&mut Value)| {
+            let mut c = deployment(image, replicas, labels);
+            edit(&mut c);
+            c
+        };
+        let configs = [
+            full.clone(),
+            with("nginx:1", None, json!({"app": "web"}), &|c| c["metadata"]["annotations"] = json!({})),
+            with("nginx:2", Some(1), json!({}), &|c| c["spec"]["template"]["metadata"] = json!({})),
+            with("nginx:1", None, json!({"app": "web"}), &|c| {
+                let web = &mut c["spec"]["template"]["spec"]["containers"][0];
+                web["env"] = json!([{"name": "B", "value": "2"}]);
+                web["ports"] = json!([{"containerPort": 80, "protocol": "TCP"}]);
+            }),
+            with("nginx:1", None, json!({"app": "web"}), &|c| {
+                let web = &mut c["spec"]["template"]["spec"]["containers"][0];
+                web["resources"] = json!({});
+                web["ports"] = json!([{"containerPort": 80}, {"containerPort": 80, "protocol": "UDP"}]);
+            }),
+        ];
+
+        for cfg in &configs {
+            let out = apply(Some(&live), cfg, "kubectl", false, T2).unwrap();
+            assert!(holds(Some(&out), cfg), "applied {cfg:#}\ngot {out:#}");
+            // Pruning still happens: a label the config dropped is gone.
+            if cfg["metadata"]["labels"].get("tier").is_none() {
+                assert!(out["metadata"]["labels"].get("tier").is_none(), "{out:#}");
+            }
+            let again = apply(Some(&out), cfg, "kubectl", false, T3).unwrap();
+            assert!(holds(Some(&again), cfg), "re-applied {cfg:#}\ngot {again:#}");
+        }
+
+        // A `{}` in the configuration survives the pruning of its contents.
+        let out = apply(Some(&live), &configs[1], "kubectl", false, T2).unwrap();
+        assert_eq!(out["metadata"]["annotations"], json!({}));
+    }
+
+    #[test]
+    fn ssa_reapply_after_kubectl_csa_migration_keeps_list_items_keyed_by_merge_key() {
+        let mut cfg = deployment("nginx:1", Some(2), json!({"app": "web"}));
+        cfg["spec"]["template"]["spec"]["containers"] = json!([
+            {"name": "web", "image": "nginx:1",
+             "ports": [{"containerPort": 80}, {"containerPort": 53, "protocol": "UDP"}, {"containerPort": 53, "protocol": "TCP"}],
+             "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+            {"name": "side", "image": "busybox", "ports": [{"containerPort": 9000}]}
+        ]);
+        let live = created_client_side_then_migrated(&cfg);
+        let first = apply(Some(&live), &cfg, "kubectl", false, T2).unwrap();
+        let second = apply(Some(&first), &cfg, "kubectl", false, T3).unwrap();
+        for out in [&first, &second] {
+            assert!(holds(Some(out), &cfg), "{out:#}");
+            let containers = out["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+            let names: Vec<&Value> = containers.iter().map(|c| &c["name"]).collect();
+            assert_eq!(names, [&json!("web"), &json!("side")]);
+            let ports: Vec<(&Value, Option<&Value>)> =
+                containers[0]["ports"].as_array().unwrap().iter().map(|p| (&p["containerPort"], p.get("protocol"))).collect();
+            assert_eq!(ports, [(&json!(80), None), (&json!(53), Some(&json!("UDP"))), (&json!(53), Some(&json!("TCP")))]);
+            assert_eq!(containers[0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+            assert_eq!(containers[1]["ports"], json!([{"containerPort": 9000}]));
+            assert_eq!(out["spec"]["template"]["metadata"]["labels"], json!({"app": "web"}));
+        }
+        // Dropping one keyed item still removes exactly that item.
+        let mut fewer = cfg.clone();
+        fewer["spec"]["template"]["spec"]["containers"][0]["ports"].as_array_mut().unwrap().remove(1);
+        let out = apply(Some(&second), &fewer, "kubectl", false, T3).unwrap();
+        let ports = &out["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert_eq!(ports, &json!([{"containerPort": 80}, {"containerPort": 53, "protocol": "TCP"}]));
     }
 }

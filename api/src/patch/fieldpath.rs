@@ -169,6 +169,18 @@ impl FieldSet {
         FieldSet { members, children }
     }
 
+    /// This set with every field that has paths below it also a member, as
+    /// structured-merge-diff's `EnsureNamedFieldsAreMembers` makes struct
+    /// fields members before pruning: owning anything inside a field means
+    /// the field itself must stay. List items (`k:`, `v:`, `i:`) are not
+    /// added; an item stays or goes by its own membership.
+    pub(crate) fn with_fields_as_members(&self) -> FieldSet {
+        let members =
+            self.members.iter().cloned().chain(self.children.keys().filter(|pe| matches!(pe, PathElement::Field(_))).cloned()).collect();
+        let children = self.children.iter().map(|(pe, c)| (pe.clone(), c.with_fields_as_members())).collect();
+        FieldSet { members, children }
+    }
+
     /// Every path in the set, in order.
     pub(crate) fn paths(&self) -> Vec<Path> {
         let mut out = Vec::new();
@@ -284,5 +296,23 @@ mod tests {
         assert_eq!(a.difference(&b).paths(), vec![vec![f("spec"), f("paused")]]);
         assert_eq!(a.union(&b).paths().len(), 3);
         assert!(a.difference(&a).is_empty());
+    }
+
+    #[test]
+    fn fields_with_paths_below_become_members_but_list_items_do_not() {
+        let web = PathElement::key([("name".to_string(), json!("web"))].into_iter());
+        let mut s = FieldSet::default();
+        s.insert(&[f("metadata"), f("labels"), f("app")]);
+        s.insert(&[f("spec"), f("containers"), web.clone(), f("image")]);
+        let e = s.with_fields_as_members();
+        assert!(e.has(&[f("metadata")]));
+        assert!(e.has(&[f("metadata"), f("labels")]));
+        assert!(e.has(&[f("metadata"), f("labels"), f("app")]));
+        assert!(e.has(&[f("spec"), f("containers")]));
+        assert!(!e.has(&[f("spec"), f("containers"), web.clone()]));
+        assert!(e.has(&[f("spec"), f("containers"), web, f("image")]));
+        // A `.` on a map whose keys are still owned is not left over.
+        let owned_before = FieldSet::from_fields_v1(&json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}}}})).unwrap();
+        assert!(owned_before.difference(&e).is_empty());
     }
 }

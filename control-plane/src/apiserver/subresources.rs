@@ -49,6 +49,8 @@ pub async fn write_scale(api: &Arc<Api>, t: &Target, q: &Query, patch_type: Opti
     let doc: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
     let name = t.name()?.to_string();
     let parent = Target { subresource: None, ..t.clone() };
+    let manager = q.get("fieldManager").unwrap_or("unknown").to_string();
+    let api_version = t.info.api_version();
     let pinned = match patch_type {
         None => doc["metadata"]["resourceVersion"].as_str().map(objects::parse_resource_version).transpose()?,
         Some(_) => None,
@@ -78,6 +80,7 @@ pub async fn write_scale(api: &Arc<Api>, t: &Target, q: &Query, patch_type: Opti
             if new != *old {
                 new["metadata"]["generation"] = json!(generation + 1);
             }
+            patch::record_update(Some(old), &mut new, &manager, &api_version, &objects::now());
             Ok(new)
         })
         .await?;
