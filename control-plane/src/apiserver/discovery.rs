@@ -96,28 +96,6 @@ pub fn group_versions() -> impl Iterator<Item = (&'static str, &'static str)> {
     seen.into_iter()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_served_group_version_has_a_resource_list_with_scale_for_kubectl_scale() {
-        for (g, v) in group_versions() {
-            assert!(resource_list(g, v).is_some(), "{g}/{v}");
-        }
-        let apps = resource_list("apps", "v1").unwrap();
-        let scale = apps["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").unwrap();
-        assert_eq!((scale["group"].as_str(), scale["kind"].as_str()), (Some("autoscaling"), Some("Scale")));
-        assert!(
-            resource_list("", "v1").unwrap()["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["name"] == "pods" && r["shortNames"][0] == "po")
-        );
-    }
-}
-
 /// The media type kubectl accepts `/openapi/v2` in (gnostic's protobuf `openapi.v2.Document`).
 pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
@@ -142,4 +120,26 @@ pub fn openapi_v2_protobuf() -> Vec<u8> {
     field(&mut doc, 8, &[]); // paths
     field(&mut doc, 9, &[]); // definitions
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_group_version_has_a_resource_list_with_scale_for_kubectl_scale() {
+        for (g, v) in group_versions() {
+            assert!(resource_list(g, v).is_some(), "{g}/{v}");
+        }
+        let apps = resource_list("apps", "v1").unwrap();
+        let scale = apps["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").unwrap();
+        assert_eq!((scale["group"].as_str(), scale["kind"].as_str()), (Some("autoscaling"), Some("Scale")));
+        assert!(
+            resource_list("", "v1").unwrap()["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == "pods" && r["shortNames"][0] == "po")
+        );
+    }
 }
