@@ -1,1 +1,336 @@
-fn main() {}
+//! `cargo xtask`: the project's tasks, one function each.
+//!
+//! - `deps`: install the Debian packages Hawser needs (idempotent, as root)
+//! - `up`: build and run `hawser up --data-dir target/hawser` in the foreground
+//! - `test`: deps, fmt check, clippy, build, unit and end-to-end tests (what CI runs)
+//! - `bench api`: pod-create and watch-delivery benchmark on a fresh server
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use std::{env, fs, thread};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Debian packages the project needs, each with what needs it.
+const PACKAGES: &[&str] = &[
+    // `ip`: the agent's pod network (bridge, veth, routes) and the e2e test
+    // hosts in network namespaces.
+    "iproute2",
+    // The iptables service-proxy backend (`iptables-restore`).
+    "iptables",
+    // Flushing stale UDP conntrack entries when a service's endpoints change.
+    "conntrack",
+    // Poking the API by hand as the README and docs show (`curl --cacert`).
+    "curl",
+    // CA bundle for curl and apt over HTTPS.
+    "ca-certificates",
+];
+
+/// The real kubectl the end-to-end tests drive.
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Hawser's build, run, test and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the Debian packages Hawser needs (as root; skips what is installed).
+    Deps,
+    /// Build hawser (debug) and run `hawser up --data-dir target/hawser` in the foreground.
+    Up,
+    /// Everything CI checks: deps, fmt, clippy, build, unit and end-to-end tests.
+    Test,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Pod creates from concurrent clients, and watch delivery latency.
+    Api {
+        #[arg(long, default_value_t = 10_000)]
+        creates: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Deps => deps(),
+        Task::Up => up(),
+        Task::Test => test(),
+        Task::Bench { bench: Bench::Api { creates, clients } } => bench_api(creates, clients),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (this crate lives in `<root>/xtask`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits inside the workspace").to_owned()
+}
+
+/// The cargo target dir, read off where this binary runs from
+/// (`<target>/debug/xtask`), so `CARGO_TARGET_DIR` is honoured.
+fn target_dir() -> Result<PathBuf> {
+    let exe = env::current_exe().context("locating the xtask binary")?;
+    exe.parent().and_then(Path::parent).map(Path::to_owned).context("xtask binary is not inside a target dir")
+}
+
+/// `cargo`, the same one that launched us.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs one named step with inherited stdio; fails naming the step.
+fn run(step: &str, cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("{step}: could not start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{step} failed ({})", describe(status));
+    }
+    Ok(())
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+fn is_installed(package: &str) -> Result<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .context("deps: running dpkg-query (is this a Debian system?)")?;
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+}
+
+fn deps() -> Result<()> {
+    let mut missing = Vec::new();
+    for &package in PACKAGES {
+        if !is_installed(package)? {
+            missing.push(package);
+        }
+    }
+    if missing.is_empty() {
+        println!("deps: all {} packages already installed", PACKAGES.len());
+    } else {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!(
+                "deps: missing Debian packages {}; run `cargo xtask deps` as root (or `sudo apt-get install {}`)",
+                missing.join(" "),
+                missing.join(" ")
+            );
+        }
+        println!("deps: installing {}", missing.join(" "));
+        run("deps: apt-get update", Command::new("apt-get").arg("update"))?;
+        run(
+            "deps: apt-get install",
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let kubectl = Command::new(KUBECTL).args(["version", "--client"]).output();
+    match kubectl {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            println!("deps: {KUBECTL}: {}", version.lines().next().unwrap_or("").trim());
+        }
+        Ok(out) => bail!("deps: `{KUBECTL} version --client` failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => bail!(
+            "deps: {KUBECTL} not found ({e}); the end-to-end tests drive the real kubectl (1.32) and \
+             this project does not install it: put a kubectl binary at {KUBECTL}"
+        ),
+    }
+    Ok(())
+}
+
+fn up() -> Result<()> {
+    println!("xtask up: building hawser (a debug build: quick to compile, fine for trying it out)");
+    run("build hawser", cargo().args(["build", "-p", "hawser"]))?;
+    let target = target_dir()?;
+    let data_dir = target.join("hawser");
+    let mut child = Command::new(target.join("debug").join("hawser"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .spawn()
+        .context("starting hawser up")?;
+    // Ctrl-C reaches hawser directly (same process group). Catch SIGINT here
+    // rather than dying from it, so we wait for hawser's clean shutdown and
+    // pass on its exit code. A handler (unlike SIG_IGN) is reset to the
+    // default in hawser on exec, so it does not leak into the child.
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs an async-signal-safe no-op handler.
+    unsafe { libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t) };
+    let status = child.wait().context("waiting for hawser up")?;
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => std::process::exit(code),
+        (None, Some(sig)) => std::process::exit(128 + sig),
+        _ => bail!("hawser up ended with {status}"),
+    }
+}
+
+fn test() -> Result<()> {
+    println!("==> xtask test: deps");
+    deps()?;
+    let steps: [(&str, Command); 5] = [
+        ("cargo fmt --check", {
+            let mut c = cargo();
+            c.args(["fmt", "--all", "--", "--check"]);
+            c
+        }),
+        ("clippy", {
+            let mut c = cargo();
+            c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            c
+        }),
+        ("build hawser", {
+            let mut c = cargo();
+            c.args(["build", "-p", "hawser"]);
+            c
+        }),
+        // Unit tests first, end-to-end tests last, so the run closes with the
+        // end-to-end summary lines rather than an empty doctest summary.
+        // --no-fail-fast: one red test binary should not hide the others.
+        ("unit tests", {
+            let mut c = cargo();
+            c.args(["test", "--workspace", "--exclude", "hawser-tests", "--no-fail-fast"]);
+            c
+        }),
+        ("end-to-end tests", {
+            let mut c = cargo();
+            c.args(["test", "-p", "hawser-tests", "--no-fail-fast"]);
+            c
+        }),
+    ];
+    for (name, mut cmd) in steps {
+        println!("==> xtask test: {name}");
+        run(name, &mut cmd)?;
+    }
+    Ok(())
+}
+
+/// A server process that is stopped (SIGTERM, then SIGKILL) however the
+/// benchmark ends.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("xtask: hawser server ignored SIGTERM for 10 s; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bench_api(creates: usize, clients: usize) -> Result<()> {
+    println!("==> xtask bench api: building hawser and the driver (release)");
+    run("release build", cargo().args(["build", "--release", "-p", "hawser", "-p", "hawser-tests", "--bins"]))?;
+    let release = target_dir()?.join("release");
+    let dir = tempfile::Builder::new().prefix("hawser-bench-").tempdir().context("creating a temp data dir")?;
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("finding a free port")?.port();
+    let log = fs::File::create(&log_path).context("creating the server log")?;
+
+    println!("==> starting hawser server on 127.0.0.1:{port}, data dir {}", data.display());
+    let mut server = Server {
+        child: Command::new(release.join("hawser"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting hawser server")?,
+    };
+    let token = wait_for_token(&mut server, &data.join("kubeconfig.yaml"), &log_path)?;
+
+    println!("==> running the driver: {creates} creates, {clients} clients");
+    let result = run(
+        "api_bench",
+        Command::new(release.join("api_bench"))
+            .arg("--server")
+            .arg(format!("https://127.0.0.1:{port}"))
+            .arg("--ca")
+            .arg(data.join("pki").join("ca.crt"))
+            .arg("--creates")
+            .arg(creates.to_string())
+            .arg("--clients")
+            .arg(clients.to_string())
+            .env("HAWSER_TOKEN", token),
+    );
+    if result.is_err() {
+        eprintln!("server log tail:\n{}", tail(&log_path, 30));
+    }
+    drop(server);
+    result
+}
+
+/// Waits (30 s at most) for the server to write its kubeconfig and returns
+/// the admin token from it.
+fn wait_for_token(server: &mut Server, kubeconfig: &Path, log: &Path) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("hawser server exited at startup ({}):\n{}", describe(status), tail(log, 30));
+        }
+        if let Some(token) = fs::read_to_string(kubeconfig)
+            .ok()
+            .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+            .and_then(|doc| doc["users"][0]["user"]["token"].as_str().map(str::to_owned))
+        {
+            return Ok(token);
+        }
+        if Instant::now() >= deadline {
+            bail!("no token in {} after 30 s:\n{}", kubeconfig.display(), tail(log, 30));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
