@@ -168,7 +168,7 @@ async fn route(api: &Arc<Api>, req: Request<Incoming>) -> Result<Routed, RouteEr
     let path = if path.is_empty() { "/".to_string() } else { path };
     let plain = |verb: &str, e: ApiError| (verb.to_string(), String::new(), e);
     if req.method() == Method::GET
-        && let Some(resp) = non_resource(api, &path, req.uri().query()).map_err(|e| plain("get", e))?
+        && let Some(resp) = non_resource(api, &path).map_err(|e| plain("get", e))?
     {
         return Ok(("get".into(), String::new(), resp));
     }
@@ -277,9 +277,8 @@ async fn dispatch(
 }
 
 /// Discovery, OpenAPI, health and metrics.
-fn non_resource(api: &Api, path: &str, query: Option<&str>) -> Result<Option<Response<Body>>, ApiError> {
+fn non_resource(api: &Api, path: &str) -> Result<Option<Response<Body>>, ApiError> {
     let json = |v: Value| Ok(Some(json_response(200, &v, &[])));
-    let _ = query;
     match path {
         "/healthz" | "/livez" | "/readyz" => Ok(Some(raw_response(200, "text/plain; charset=utf-8", "ok"))),
         "/version" => json(discovery::version()),

@@ -40,11 +40,10 @@ pub fn after_write(api: &Arc<Api>, info: &'static ResourceInfo, obj: &Value) {
 }
 
 /// Called after an object is gone: its dependents go too (Background).
-pub fn after_delete(api: &Arc<Api>, info: &'static ResourceInfo, obj: &Value) {
+pub fn after_delete(api: &Arc<Api>, obj: &Value) {
     let Some(uid) = meta_str(obj, "uid").map(str::to_string) else { return };
     let namespace = meta_str(obj, "namespace").map(str::to_string);
     let api = api.clone();
-    let _ = info;
     tokio::spawn(async move {
         if let Err(e) = delete_dependents(&api, namespace.as_deref(), &uid).await {
             tracing::warn!(%uid, error = %e, "deleting dependents failed");

@@ -29,10 +29,6 @@ fn status_reset_on_create(info: &ResourceInfo) -> bool {
     matches!(info.plural, "pods" | "services" | "replicationcontrollers" | "replicasets" | "deployments")
 }
 
-fn api_version_of(info: &ResourceInfo) -> String {
-    info.api_version()
-}
-
 impl Api {
     /// One object and the revision that last wrote it.
     pub async fn read(&self, info: &'static ResourceInfo, namespace: Option<&str>, name: &str) -> Result<(Value, Revision), ApiError> {
@@ -43,7 +39,7 @@ impl Api {
 
     pub async fn get(&self, t: &Target, q: &Query, render: Render) -> Result<Reply, ApiError> {
         let (obj, rv) = self.read(t.info, t.namespace.as_deref(), t.name()?).await?;
-        Ok(Reply::ok(self.render(t.info, vec![obj], render, q, rv, None)?.single(render)))
+        Ok(Reply::ok(self.render(t.info, vec![obj], render, q, rv, None)?.single()))
     }
 
     /// Lists with label and field selectors and `limit`/`continue` paging.
@@ -175,7 +171,7 @@ impl Api {
         if let Some(old) = old {
             bump_generation(old, &mut obj);
         }
-        patch::record_update(old, &mut obj, manager, &api_version_of(info), &objects::now());
+        patch::record_update(old, &mut obj, manager, &info.api_version(), &objects::now());
         Ok(obj)
     }
 
@@ -279,7 +275,7 @@ impl Api {
             }
             let rev = self.store.commit(txn.delete(key)).await.map_err(|e| UpdateError::from_store(info, &name, e))?;
             objects::set_resource_version(&mut new, rev);
-            lifecycle::after_delete(self, info, &new);
+            lifecycle::after_delete(self, &new);
             return Ok(new);
         }
         let rev = self.store.commit(txn.put(key, objects::encode(&new))).await.map_err(|e| UpdateError::from_store(info, &name, e))?;
@@ -363,7 +359,7 @@ impl Api {
         {
             return self.apply_create(t, q, &doc, &manager, force).await;
         }
-        let api_version = api_version_of(t.info);
+        let api_version = t.info.api_version();
         let mut warnings = Vec::new();
         let obj = self
             .guaranteed_update(t, None, q.dry_run()?, |old| {
@@ -393,7 +389,7 @@ impl Api {
     /// Server-side apply of an object that does not exist yet: a create.
     async fn apply_create(self: &Arc<Self>, t: &Target, q: &Query, doc: &Value, manager: &str, force: bool) -> Result<Reply, ApiError> {
         let name = t.name()?;
-        let applied = patch::server_side_apply(None, doc, manager, force, t.info.kind, &api_version_of(t.info), &objects::now())
+        let applied = patch::server_side_apply(None, doc, manager, force, t.info.kind, &t.info.api_version(), &objects::now())
             .map_err(|e| apply_error(t.info, name, e))?;
         let mut warnings = Vec::new();
         let obj = self.admit_applied(t, q, applied, None, &mut warnings)?;
@@ -433,7 +429,7 @@ impl Api {
             let m = meta_mut(&mut new);
             let already_deleting = m.contains_key("deletionTimestamp");
             let mut finalizers = objects::finalizers(&old);
-            match options.propagation(t.info) {
+            match options.propagation() {
                 Propagation::Orphan if !finalizers.iter().any(|f| f == lifecycle::ORPHAN) => finalizers.push(lifecycle::ORPHAN.into()),
                 Propagation::Foreground if !finalizers.iter().any(|f| f == lifecycle::FOREGROUND) => {
                     finalizers.push(lifecycle::FOREGROUND.into())
@@ -476,7 +472,7 @@ impl Api {
                 Ok(rev) => {
                     let mut gone = old;
                     objects::set_resource_version(&mut gone, rev);
-                    lifecycle::after_delete(self, t.info, &gone);
+                    lifecycle::after_delete(self, &gone);
                     return Ok(Reply::ok(gone));
                 }
                 Err(StoreError::ConditionFailed { .. }) => continue,
@@ -759,9 +755,8 @@ impl DeleteOptions {
         })
     }
 
-    /// ReplicationControllers orphan their pods by default in core/v1 clients
-    /// only; the server default is Background for everything.
-    fn propagation(&self, _info: &ResourceInfo) -> Propagation {
+    /// Background unless the client asked otherwise, the server default for every kind we serve.
+    fn propagation(&self) -> Propagation {
         match self.propagation {
             Some(Propagation::Orphan) => Propagation::Orphan,
             Some(Propagation::Foreground) => Propagation::Foreground,
@@ -854,7 +849,7 @@ impl Rendered {
         }
     }
 
-    fn single(self, _render: Render) -> Value {
+    fn single(self) -> Value {
         match self {
             Self::Objects { mut items, .. } => items.pop().unwrap_or(Value::Null),
             Self::Table(t) => t,
