@@ -159,3 +159,38 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// `/usr/bin/kubectl` dispatches to the build matching the server's version
+/// (1.33 for us); the 1.32 build the project targets must work as well.
+const KUBECTL_1_32: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+
+#[test]
+fn kubectl_1_32_applies_lists_and_explains() {
+    if !std::path::Path::new(KUBECTL_1_32).exists() {
+        eprintln!("skipped: {KUBECTL_1_32} is not installed on this machine");
+        return;
+    }
+    let cluster = TestCluster::start();
+    let manifest = cluster.write_manifest("pod-132.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: old-client\n  labels: {app: web}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    ports: [{containerPort: 80}]\n");
+    let kubectl = |args: &[&str]| {
+        // Same arguments and environment as every other test, another binary.
+        let template = cluster.kubectl_command(args);
+        let mut cmd = Command::new(KUBECTL_1_32);
+        cmd.args(template.get_args()).envs(template.get_envs().filter_map(|(k, v)| v.map(|v| (k, v)))).env_remove("KUBECONFIG");
+        let out = run_bounded(cmd, Duration::from_secs(60));
+        assert!(out.status.success(), "kubectl 1.32 {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let version = kubectl(&["version", "--client"]);
+    assert!(version.contains("v1.32."), "not the 1.32 build: {version}");
+    assert_eq!(kubectl(&["apply", "-f", manifest.to_str().unwrap()]).trim(), "pod/old-client created");
+    assert_eq!(kubectl(&["apply", "-f", manifest.to_str().unwrap()]).trim(), "pod/old-client unchanged");
+    let header = kubectl(&["get", "pods", "-o", "wide"]);
+    assert_eq!(
+        table_cells(header.lines().next().unwrap_or_default()),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"],
+        "{header}"
+    );
+    assert!(kubectl(&["explain", "pods.spec.containers.ports"]).contains("containerPort"));
+    assert!(kubectl(&["apply", "--server-side", "-f", manifest.to_str().unwrap()]).contains("serverside-applied"));
+}
