@@ -198,8 +198,7 @@ async fn route(api: &Arc<Api>, req: Request<Incoming>) -> Result<Routed, RouteEr
 
 fn verb_of(method: &Method, t: &Target, q: &Query) -> &'static str {
     match (method.as_str(), t.name.is_some()) {
-        ("GET", false) if q.flag("watch") => "watch",
-        ("GET", true) if q.flag("watch") => "watch",
+        ("GET", _) if q.flag("watch") => "watch",
         ("GET", false) => "list",
         ("GET", true) => "get",
         ("POST", _) => "create",

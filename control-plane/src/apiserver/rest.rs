@@ -214,14 +214,17 @@ impl Api {
         }
         let name = objects::name(&obj).to_string();
         let key = info.key(namespace.as_deref(), &name);
-        let mut txn = Txn::default().when(Condition::Absent(key.clone()));
+        let mut txn = Txn::default();
         if info.plural == "services" {
+            // Report a duplicate name as AlreadyExists before allocation can
+            // complain that the duplicate's requested cluster IP is taken.
             if self.store.get(&key).await.map_err(store_error)?.is_some() {
                 return Err(ApiError::already_exists(info.group, info.plural, &name));
             }
             txn = services::allocate(self.store.as_ref(), &self.ranges, &mut obj, None, &key).await?;
-            txn = Txn { conditions: [vec![Condition::Absent(key.clone())], txn.conditions].concat(), writes: txn.writes };
         }
+        // Condition 0 is the object's own key; later ones are allocations.
+        txn.conditions.insert(0, Condition::Absent(key.clone()));
         if dry_run {
             return Ok(obj);
         }

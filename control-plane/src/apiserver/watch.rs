@@ -120,11 +120,12 @@ pub async fn watch(api: &Arc<Api>, t: &Target, q: &Query, render: Render) -> Res
         futures::future::ready(keep)
     });
 
-    let stream = async_stream(watch, initial, events, from, timeout, bookmarks);
-    Ok(stream)
+    Ok(event_lines(watch, initial, events, from, timeout, bookmarks))
 }
 
-fn async_stream(
+/// The initial lines, then one line per visible change, a bookmark when idle
+/// (if asked for), until the timeout, the store stream ends, or an error line.
+fn event_lines(
     watch: Watch,
     initial: Vec<Bytes>,
     events: impl Stream<Item = Result<Event, StoreError>> + Send + 'static,
@@ -147,10 +148,10 @@ fn async_stream(
             return None;
         }
         loop {
-            let tick = tokio::time::sleep(if s.bookmarks { BOOKMARK_EVERY } else { timeout_far() });
+            let bookmark_due = tokio::time::sleep(BOOKMARK_EVERY);
             tokio::select! {
                 _ = tokio::time::sleep_until(s.deadline) => return None,
-                _ = tick => return Some((s.watch.bookmark(s.last), s)),
+                _ = bookmark_due, if s.bookmarks => return Some((s.watch.bookmark(s.last), s)),
                 next = s.events.next() => match next {
                     None => return None,
                     Some(Err(StoreError::WatchLagged(_))) => return None,
@@ -174,8 +175,4 @@ fn async_stream(
         }
     });
     futures::stream::iter(initial).chain(live)
-}
-
-fn timeout_far() -> Duration {
-    Duration::from_secs(365 * 24 * 3600)
 }
