@@ -39,16 +39,47 @@ pub fn after_write(api: &Arc<Api>, info: &'static ResourceInfo, obj: &Value) {
     });
 }
 
-/// Called after an object is gone: its dependents go too (Background).
+/// An object that is gone; objects it owned must follow it.
+pub struct DeletedOwner {
+    namespace: Option<String>,
+    uid: String,
+}
+
+/// Called after an object is gone: its dependents go too (Background), via
+/// the garbage collector below.
 pub fn after_delete(api: &Arc<Api>, obj: &Value) {
     let Some(uid) = meta_str(obj, "uid").map(str::to_string) else { return };
     let namespace = meta_str(obj, "namespace").map(str::to_string);
-    let api = api.clone();
-    tokio::spawn(async move {
-        if let Err(e) = delete_dependents(&api, namespace.as_deref(), &uid).await {
-            tracing::warn!(%uid, error = %e, "deleting dependents failed");
+    // The collector runs as long as the server does; a send fails only during shutdown.
+    let _ = api.deleted_owners.send(DeletedOwner { namespace, uid });
+}
+
+/// Deletes the dependents of deleted owners. Owners are taken in batches,
+/// one scan per namespace per batch: deleting a namespace of N objects costs
+/// a few scans, not one per object.
+pub async fn collect_garbage(api: std::sync::Weak<Api>, mut deleted: tokio::sync::mpsc::UnboundedReceiver<DeletedOwner>) {
+    while let Some(first) = deleted.recv().await {
+        let mut by_namespace: std::collections::HashMap<Option<String>, std::collections::HashSet<String>> = Default::default();
+        by_namespace.entry(first.namespace).or_default().insert(first.uid);
+        while let Ok(more) = deleted.try_recv() {
+            by_namespace.entry(more.namespace).or_default().insert(more.uid);
         }
-    });
+        let Some(api) = api.upgrade() else { return };
+        for (namespace, uids) in by_namespace {
+            let mut delay = RECHECK;
+            for attempt in 1..=5 {
+                match dependents(&api, namespace.as_deref(), &uids).await {
+                    Ok(found) => match delete_all(&api, found).await {
+                        Ok(()) => break,
+                        Err(e) => tracing::warn!(?namespace, attempt, error = %e, "deleting dependents failed"),
+                    },
+                    Err(e) => tracing::warn!(?namespace, attempt, error = %e, "finding dependents failed"),
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
 }
 
 /// Picks up finalizers that were in progress when the server stopped.
@@ -105,8 +136,9 @@ async fn finalize_owner(api: &Arc<Api>, target: &Target, uid: &str) -> anyhow::R
         return Ok(true);
     }
     let finalizers = objects::finalizers(&obj);
+    let owner: std::collections::HashSet<String> = [uid.to_string()].into();
     let done = if finalizers.iter().any(|f| f == ORPHAN) {
-        for (info, dependent) in dependents(api, target.namespace.as_deref(), uid).await? {
+        for (info, dependent) in dependents(api, target.namespace.as_deref(), &owner).await? {
             let dep = target_of(info, &dependent);
             let uid = uid.to_string();
             api.guaranteed_update(&dep, None, false, move |cur| {
@@ -120,7 +152,7 @@ async fn finalize_owner(api: &Arc<Api>, target: &Target, uid: &str) -> anyhow::R
         }
         ORPHAN
     } else {
-        let remaining = dependents(api, target.namespace.as_deref(), uid).await?;
+        let remaining = dependents(api, target.namespace.as_deref(), &owner).await?;
         if !remaining.is_empty() {
             delete_all(api, remaining).await?;
             return Ok(false);
@@ -193,21 +225,22 @@ async fn delete_all(api: &Arc<Api>, objects: Vec<(&'static ResourceInfo, Value)>
     Ok(())
 }
 
-async fn delete_dependents(api: &Arc<Api>, namespace: Option<&str>, uid: &str) -> anyhow::Result<()> {
-    let found = dependents(api, namespace, uid).await?;
-    delete_all(api, found).await
-}
-
-/// Objects with an ownerReference to `uid`: in the owner's namespace, or
-/// anywhere for a cluster-scoped owner.
-async fn dependents(api: &Arc<Api>, namespace: Option<&str>, uid: &str) -> anyhow::Result<Vec<(&'static ResourceInfo, Value)>> {
+/// Objects with an ownerReference to any of `owners` (uids): in the owners'
+/// namespace, or anywhere for cluster-scoped owners.
+async fn dependents(
+    api: &Arc<Api>,
+    namespace: Option<&str>,
+    owners: &std::collections::HashSet<String>,
+) -> anyhow::Result<Vec<(&'static ResourceInfo, Value)>> {
     let mut found = Vec::new();
     for info in RESOURCES.iter().filter(|r| r.plural != "namespaces") {
         let page = api.store.list(&info.key_prefix(namespace), None, None).await?;
         for kv in page.items {
             let obj = objects::decode(&kv)?;
-            let owned =
-                meta(&obj).get("ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
+            let owned = meta(&obj)
+                .get("ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str().is_some_and(|u| owners.contains(u))));
             if owned {
                 found.push((info, obj));
             }

@@ -53,6 +53,8 @@ pub struct Api {
     pub api_port: u16,
     /// Objects whose finalizers a background task is working on.
     pub finalizing: Mutex<HashSet<String>>,
+    /// Deleted objects whose dependents the garbage collector must delete.
+    pub deleted_owners: tokio::sync::mpsc::UnboundedSender<lifecycle::DeletedOwner>,
     pub metrics: http::Metrics,
 }
 
@@ -101,14 +103,17 @@ impl Server {
         let tokens = auth::Tokens::load_or_create(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let (deleted_owners, deleted) = tokio::sync::mpsc::unbounded_channel();
         let api = Arc::new(Api {
             store,
             ranges,
             tokens,
             api_port: local_addr.port(),
             finalizing: Mutex::new(HashSet::new()),
+            deleted_owners,
             metrics: http::Metrics::default(),
         });
+        tokio::spawn(lifecycle::collect_garbage(Arc::downgrade(&api), deleted));
         lifecycle::bootstrap(&api).await.context("creating the bootstrap namespaces and services")?;
         let kubeconfig = write_kubeconfig(config, &pki, local_addr, api.tokens.admin_token())?;
         Ok(Self { api, kubeconfig, local_addr, listener, tls })
