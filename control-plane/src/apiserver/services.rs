@@ -136,8 +136,13 @@ pub async fn allocate(store: &dyn Store, ranges: &Ranges, svc: &mut Value, old: 
                 }
             }
             None => {
-                let taken = taken(store, IP_PREFIX).await?;
-                let ip = pick_ip(ranges, &taken).ok_or_else(|| ApiError::internal("no cluster IPs left in the service range"))?;
+                let base = u32::from(ranges.cluster_ips.network());
+                let usable = ranges.cluster_ips.size().saturating_sub(3);
+                // Skip the network address, the `kubernetes` Service's address and the broadcast address.
+                let random = || Ipv4Addr::from(base + 2 + rand::rng().random_range(0..usable.max(1)));
+                let ip = pick_free(store, IP_PREFIX, random, &[], |taken| pick_ip(ranges, taken))
+                    .await?
+                    .ok_or_else(|| ApiError::internal("no cluster IPs left in the service range"))?;
                 let key = format!("{IP_PREFIX}{ip}");
                 txn = txn.when(Condition::Absent(key.clone())).put(key, owner.to_string());
                 svc["spec"]["clusterIP"] = Value::String(ip.to_string());
@@ -151,7 +156,6 @@ pub async fn allocate(store: &dyn Store, ranges: &Ranges, svc: &mut Value, old: 
 
     // NodePorts.
     if needs_node_ports(svc) {
-        let mut taken_ports: Option<HashSet<String>> = None;
         let mut claimed: Vec<u16> = Vec::new();
         let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
         for i in 0..count {
@@ -181,11 +185,10 @@ pub async fn allocate(store: &dyn Store, ranges: &Ranges, svc: &mut Value, old: 
                     port
                 }
                 None => {
-                    if taken_ports.is_none() {
-                        taken_ports = Some(taken(store, PORT_PREFIX).await?);
-                    }
-                    let taken = taken_ports.as_ref().expect("just filled");
-                    let port = pick_port(ranges, taken, &claimed).ok_or_else(|| ApiError::internal("no NodePorts left in the range"))?;
+                    let random = || rand::rng().random_range(ranges.node_ports.clone());
+                    let port = pick_free(store, PORT_PREFIX, random, &claimed, |taken| pick_port(ranges, taken, &claimed))
+                        .await?
+                        .ok_or_else(|| ApiError::internal("no NodePorts left in the range"))?;
                     let key = format!("{PORT_PREFIX}{port}");
                     txn = txn.when(Condition::Absent(key.clone())).put(key, owner.to_string());
                     svc["spec"]["ports"][i]["nodePort"] = Value::from(port);
@@ -197,6 +200,32 @@ pub async fn allocate(store: &dyn Store, ranges: &Ranges, svc: &mut Value, old: 
     }
 
     Ok(old_holdings.release_into(&Holdings::of(svc), txn))
+}
+
+/// Random candidates tried by point lookup before falling back to a scan of
+/// every allocation. While a range is mostly free (a /12 holds a million
+/// addresses) a probe almost always succeeds, so a create costs one or two
+/// lookups instead of a scan that grows with the number of Services.
+const PROBES: usize = 8;
+
+/// A free value from a range: random probes first, then one full scan.
+async fn pick_free<T: std::fmt::Display + PartialEq>(
+    store: &dyn Store,
+    prefix: &str,
+    mut random: impl FnMut() -> T,
+    claimed: &[T],
+    scan: impl FnOnce(&HashSet<String>) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    for _ in 0..PROBES {
+        let candidate = random();
+        if claimed.contains(&candidate) {
+            continue;
+        }
+        if store.get(&format!("{prefix}{candidate}")).await.map_err(super::objects::store_error)?.is_none() {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(scan(&taken(store, prefix).await?))
 }
 
 async fn taken(store: &dyn Store, prefix: &str) -> Result<HashSet<String>, ApiError> {
@@ -283,5 +312,22 @@ mod tests {
         let txn = allocate(&store, &ranges, &mut again, Some(&a), "default/a").await.unwrap();
         assert!(txn.writes.is_empty(), "nothing new to claim or release: {txn:?}");
         assert_eq!(again["spec"]["ports"][0]["nodePort"], a["spec"]["ports"][0]["nodePort"]);
+    }
+
+    #[tokio::test]
+    async fn a_crowded_port_range_still_finds_the_last_free_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s"), Config::default()).unwrap();
+        // A range of three ports, two taken: random probes mostly miss, the scan finds it.
+        let ranges = Ranges { node_ports: 30000..=30002, ..Ranges::default() };
+        store.commit(Txn::default().put(format!("{PORT_PREFIX}30000"), "x").put(format!("{PORT_PREFIX}30002"), "y")).await.unwrap();
+        for _ in 0..20 {
+            let mut svc = node_port_svc(None);
+            allocate(&store, &ranges, &mut svc, None, "default/a").await.unwrap();
+            assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30001);
+        }
+        store.commit(Txn::default().put(format!("{PORT_PREFIX}30001"), "z")).await.unwrap();
+        let mut svc = node_port_svc(None);
+        assert_eq!(allocate(&store, &ranges, &mut svc, None, "default/a").await.unwrap_err().code, 500);
     }
 }
