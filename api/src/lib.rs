@@ -13,11 +13,13 @@
 //! - [`patch`]: JSON patch, merge patch, strategic merge patch, server-side apply.
 //! - [`table`]: server-side `Table` output with kubectl's columns.
 //! - [`openapi`]: the OpenAPI v3 documents kubectl needs for `apply` and `explain`.
+//! - [`protobuf`]: Kubernetes protobuf request bodies (kubectl's `create <kind>` generators).
 
 pub use k8s_openapi;
 
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod status;

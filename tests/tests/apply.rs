@@ -134,3 +134,31 @@ fn kubectl_create_from_a_file_creates_once_then_reports_already_exists() {
     assert!(err.contains(r#"Error from server (AlreadyExists): error when creating"#), "{err}");
     assert!(err.contains(r#"pods "web" already exists"#), "{err}");
 }
+
+/// kubectl's generator commands build the object themselves and send it as
+/// Kubernetes protobuf, not JSON.
+#[test]
+fn kubectl_create_generator_commands_create_objects_from_protobuf_bodies() {
+    let cluster = TestCluster::start();
+    assert_eq!(cluster.kubectl_ok(&["create", "namespace", "made"]).trim(), "namespace/made created");
+    cluster.kubectl_ok(&["create", "configmap", "settings", "-n", "made", "--from-literal=k=v"]);
+    cluster.kubectl_ok(&["create", "secret", "generic", "creds", "-n", "made", "--from-literal=password=s3cret"]);
+    cluster.kubectl_ok(&["create", "deployment", "hello", "-n", "made", "--image=nginx:1.27", "--replicas=2", "--port=80"]);
+    cluster.kubectl_ok(&["create", "deployment", "idle", "-n", "made", "--image=nginx:1.27", "--replicas=0"]);
+    cluster.kubectl_ok(&["create", "service", "nodeport", "front", "-n", "made", "--tcp=80:8080", "--node-port=30555"]);
+
+    let ns = cluster.kubectl_json(&["get", "namespace", "made"]);
+    assert_eq!(ns["status"]["phase"], "Active", "{ns}");
+    let cm = cluster.kubectl_json(&["get", "configmap", "settings", "-n", "made"]);
+    assert_eq!(cm["data"]["k"], "v", "{cm}");
+    let secret = cluster.kubectl_json(&["get", "secret", "creds", "-n", "made"]);
+    assert_eq!(secret["data"]["password"], "czNjcmV0", "base64 of s3cret: {secret}");
+    let dep = cluster.kubectl_json(&["get", "deployment", "hello", "-n", "made"]);
+    assert_eq!(dep["spec"]["replicas"], 2, "{dep}");
+    let container = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!((container["image"].as_str(), container["ports"][0]["containerPort"].as_i64()), (Some("nginx:1.27"), Some(80)), "{dep}");
+    let idle = cluster.kubectl_json(&["get", "deployment", "idle", "-n", "made"]);
+    assert_eq!(idle["spec"]["replicas"], 0, "an explicit zero is a value, not an omission: {idle}");
+    let svc = cluster.kubectl_json(&["get", "service", "front", "-n", "made"]);
+    assert_eq!((svc["spec"]["type"].as_str(), svc["spec"]["ports"][0]["nodePort"].as_i64()), (Some("NodePort"), Some(30555)), "{svc}");
+}

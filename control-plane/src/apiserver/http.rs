@@ -230,6 +230,7 @@ fn parse_object(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
         "application/json" | "" | "*/*" => {
             serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
         }
+        hawser_api::protobuf::CONTENT_TYPE => hawser_api::protobuf::decode_object(body)?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {
