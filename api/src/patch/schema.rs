@@ -222,4 +222,44 @@ mod tests {
         assert_eq!(field(Ty::Container, "args").ssa, List::Atomic);
         assert_eq!(field(Field::root("Endpoints").ty, "subsets").smp, List::Atomic);
     }
+
+    /// The OpenAPI documents publish merge keys from their own table
+    /// (`openapi::PATCH_STRATEGIES`, keyed by schema name); strategic merge
+    /// uses this one. Both transcribe the same Kubernetes markers, so every
+    /// published key of a type modelled here must be the key merges use.
+    #[test]
+    fn published_patch_merge_keys_agree_with_the_merge_table() {
+        use crate::openapi::PATCH_STRATEGIES;
+        let modelled = |schema: &str| -> Option<Ty> {
+            Some(match schema.rsplit('.').next()? {
+                "ObjectMeta" => Ty::ObjectMeta,
+                "PodSpec" => Ty::PodSpec,
+                "Container" => Ty::Container,
+                "PodStatus" => Ty::PodStatus,
+                "ServiceSpec" => Ty::ServiceSpec,
+                "NodeSpec" => Ty::NodeSpec,
+                "NodeStatus" => Ty::NodeStatus,
+                "ReplicationControllerStatus" | "ReplicaSetStatus" | "DeploymentStatus" | "NamespaceStatus" | "ServiceStatus" => {
+                    Ty::ConditionsStatus
+                }
+                _ => return None,
+            })
+        };
+        let mut checked = 0;
+        for entry in PATCH_STRATEGIES.iter().filter(|e| e.strategy.split(',').any(|s| s == "merge")) {
+            let Some(ty) = modelled(entry.schema) else { continue };
+            let smp = field(ty, entry.field).smp;
+            match entry.merge_key {
+                Some(key) => assert!(
+                    matches!(smp, List::Map(keys) if keys.first() == Some(&key)),
+                    "{}.{} is published with merge key {key:?} but merges as {smp:?}",
+                    entry.schema,
+                    entry.field
+                ),
+                None => assert_eq!(smp, List::Set, "{}.{} is a merged primitive list", entry.schema, entry.field),
+            }
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} entries cross-checked: the type mapping above has gone stale");
+    }
 }
