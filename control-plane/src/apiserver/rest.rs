@@ -795,12 +795,8 @@ pub struct Selectors {
 
 impl Selectors {
     pub fn from_query(info: &'static ResourceInfo, q: &Query) -> Result<Self, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default()).map_err(|e| {
-            ApiError::bad_request(
-                format!("unable to parse requirement: {e}")
-                    .replace("unable to parse requirement: unable to parse requirement: ", "unable to parse requirement: "),
-            )
-        })?;
+        // The parser words its errors as Kubernetes does.
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or_default()).map_err(ApiError::bad_request)?;
         // Any object shows which fields the kind supports.
         let probe = json!({"metadata": {}});
