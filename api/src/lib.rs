@@ -13,6 +13,7 @@
 //! - [`patch`]: JSON patch, merge patch, strategic merge patch, server-side apply.
 //! - [`table`]: server-side `Table` output with kubectl's columns.
 //! - [`openapi`]: the OpenAPI v3 documents kubectl needs for `apply` and `explain`.
+//! - [`quantity`]: resource quantities (`500m`, `1Gi`): parsing, canonical form, values.
 //! - [`protobuf`]: Kubernetes protobuf request bodies (kubectl's `create <kind>` generators).
 
 pub use k8s_openapi;
@@ -20,6 +21,7 @@ pub use k8s_openapi;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod status;

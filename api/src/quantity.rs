@@ -1,5 +1,6 @@
-//! Kubernetes resource quantities (`500m`, `1Gi`, `1e3`): parsing, comparison
-//! and the canonical form the API server writes back.
+//! Kubernetes resource quantities (`500m`, `1Gi`, `1e3`): parsing, comparison,
+//! the canonical form the API server writes back, and the integer values the
+//! scheduler adds up ([`milli_value`], [`value`]).
 //!
 //! Kubernetes stores a quantity as an exact decimal and always serializes it in
 //! canonical form, so `cpu: 0.5` reads back as `500m` and `memory: 1024Mi` as
@@ -13,6 +14,18 @@ use std::cmp::Ordering;
 pub(crate) const FORMAT_ERROR: &str = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
 const NANOS_PER_UNIT: i128 = 1_000_000_000;
+
+/// The value of `s` in thousandths of a unit (CPU: millicores), rounded away
+/// from zero as Kubernetes' `MilliValue()`; None when `s` is not a quantity.
+pub fn milli_value(s: &str) -> Option<i64> {
+    Quantity::parse(s).ok().map(|q| q.scaled_up(1_000_000))
+}
+
+/// The value of `s` in whole units (memory: bytes), rounded away from zero as
+/// Kubernetes' `Value()`; None when `s` is not a quantity.
+pub fn value(s: &str) -> Option<i64> {
+    Quantity::parse(s).ok().map(|q| q.scaled_up(NANOS_PER_UNIT))
+}
 /// Kubernetes caps quantities at 2^63-1 units.
 const MAX_NANOS: i128 = (i64::MAX as i128) * NANOS_PER_UNIT;
 
@@ -78,6 +91,13 @@ impl Quantity {
         };
         let nanos = nanos.min(MAX_NANOS);
         Ok(Self { nanos: if negative { -nanos } else { nanos }, format })
+    }
+
+    /// nanos / `divisor`, rounded away from zero, saturating at i64's range.
+    fn scaled_up(&self, divisor: i128) -> i64 {
+        let whole = self.nanos / divisor;
+        let rounded = if self.nanos % divisor == 0 { whole } else { whole + self.nanos.signum() };
+        rounded.clamp(i64::MIN as i128, i64::MAX as i128) as i64
     }
 
     pub(crate) fn is_negative(&self) -> bool {
@@ -282,5 +302,38 @@ mod tests {
     fn huge_values_are_capped_at_two_to_the_63() {
         let q = Quantity::parse("1e100").unwrap();
         assert_eq!(q.nanos, MAX_NANOS);
+    }
+
+    #[test]
+    fn cpu_values_are_millicores_rounded_up() {
+        assert_eq!(milli_value("500m"), Some(500));
+        assert_eq!(milli_value("2"), Some(2000));
+        assert_eq!(milli_value("0.5"), Some(500));
+        assert_eq!(milli_value(".25"), Some(250));
+        assert_eq!(milli_value("100u"), Some(1), "finer than a millicore rounds up");
+        assert_eq!(milli_value("1e-3"), Some(1));
+        assert_eq!(milli_value("2k"), Some(2_000_000));
+    }
+
+    #[test]
+    fn memory_values_are_bytes_for_binary_decimal_and_exponent_suffixes() {
+        assert_eq!(value("129e6"), Some(129_000_000));
+        assert_eq!(value("129M"), Some(129_000_000));
+        assert_eq!(value("123Mi"), Some(123 * 1024 * 1024));
+        assert_eq!(value("1.5Gi"), Some(1_610_612_736));
+        assert_eq!(value("1Ei"), Some(1 << 60));
+        assert_eq!(value("1E"), Some(1_000_000_000_000_000_000), "E alone is exa, not an exponent");
+        assert_eq!(value("1e+3"), Some(1000));
+        assert_eq!(value("500m"), Some(1), "a fraction of a byte rounds up");
+        assert_eq!(value("-5"), Some(-5));
+        assert_eq!(value("8Ei"), Some(i64::MAX), "saturates instead of overflowing");
+        assert_eq!(value("1e100"), Some(i64::MAX));
+    }
+
+    #[test]
+    fn malformed_quantities_have_no_value() {
+        for bad in ["", "abc", "1.2.3", "1Qi", "1 Gi", ".", "1e", "1ee3", "Mi", "1mi", "1e3.5", "-"] {
+            assert_eq!(value(bad), None, "{bad:?} should not parse");
+        }
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::quantity::{self, Quantity};
+use crate::quantity::{self, Quantity};
 use crate::resources::ResourceInfo;
 use crate::status::ApiError;
 

@@ -10,9 +10,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Namespa
 use super::meta::{self, IMMUTABLE, too_long};
 use super::names::{self, NameRule};
 use super::path::Path;
-use super::quantity::Quantity;
 use super::service::non_special_ip;
 use super::set_if_empty;
+use crate::quantity::Quantity;
 use crate::status::FieldError;
 
 /// ConfigMaps and Secrets are capped at 1 MiB of data.

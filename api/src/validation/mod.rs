@@ -30,7 +30,6 @@ mod misc;
 mod names;
 mod path;
 mod pod;
-mod quantity;
 mod service;
 mod workloads;
 
@@ -152,7 +151,7 @@ fn typed_mut<T: DeserializeOwned + Serialize>(obj: &mut Value, f: impl FnOnce(&m
 
 /// Fills the defaults Kubernetes' defaulters set, so `kubectl get -o yaml`
 /// shows what real Kubernetes shows. Also applies what every cluster's
-/// admission chain adds to pods (default tolerations, priority) and the
+/// admission chain adds to pods (priority; tolerations: [`admit_new_pod`]) and the
 /// status a new Pod, Namespace or Service starts with. The service account
 /// (`default`) is not set: that is the ServiceAccount admission plugin's job.
 ///
@@ -170,6 +169,13 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         "Endpoints" => typed_mut(obj, misc::default_endpoints),
         _ => {}
     }
+}
+
+/// The admission step that depends on the server's flags: a new pod gets
+/// tolerations for the not-ready and unreachable taints lasting
+/// `default_toleration_seconds` (`--default-unreachable-toleration-seconds`).
+pub fn admit_new_pod(obj: &mut Value, default_toleration_seconds: i64) {
+    typed_mut(obj, |pod| pod::add_default_tolerations(pod, default_toleration_seconds));
 }
 
 /// Decodes for validation; a type error becomes the one field error.

@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::meta;
 use super::names::{self, NameRule};
 use super::path::Path;
-use super::quantity::{self, Quantity};
 use super::set_if_empty;
+use crate::quantity::{self, Quantity};
 use crate::status::FieldError;
 
 const MAX_INT32: i64 = i32::MAX as i64;
@@ -215,6 +215,26 @@ fn tolerates(tolerations: &[Toleration], key: &str) -> bool {
 /// Defaults for a Pod object: `SetDefaults_Pod`, the pod spec defaults, the
 /// `DefaultTolerationSeconds` and `Priority` admission plugins, and the
 /// status the pod strategy sets on create.
+/// What Kubernetes' DefaultTolerationSeconds admission plugin adds to a new
+/// pod: tolerations for the not-ready and unreachable taints, for `seconds`,
+/// unless the pod has its own. The node lifecycle controller evicts the pod
+/// when they run out.
+pub(crate) fn add_default_tolerations(pod: &mut Pod, seconds: i64) {
+    let Some(spec) = pod.spec.as_mut() else { return };
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    for key in [NOT_READY, UNREACHABLE] {
+        if !tolerates(tolerations, key) {
+            tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(seconds),
+                value: None,
+            });
+        }
+    }
+}
+
 pub(crate) fn default_pod(pod: &mut Pod) {
     let spec = pod.spec.get_or_insert_with(Default::default);
     // Requests default to limits, for pods only (templates keep what they say).
@@ -238,18 +258,6 @@ pub(crate) fn default_pod(pod: &mut Pod) {
     }
     default_pod_spec(spec);
 
-    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in [NOT_READY, UNREACHABLE] {
-        if !tolerates(tolerations, key) {
-            tolerations.push(Toleration {
-                key: Some(key.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoExecute".into()),
-                toleration_seconds: Some(300),
-                value: None,
-            });
-        }
-    }
     if spec.priority.is_none() {
         // The two classes every cluster has; any other name resolves to the
         // default priority because Hawser serves no PriorityClass objects.

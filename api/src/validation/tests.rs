@@ -206,14 +206,26 @@ fn pod_defaults_match_what_kubectl_shows_on_real_kubernetes() {
             "restartPolicy": "Always",
             "schedulerName": "default-scheduler",
             "securityContext": {},
-            "terminationGracePeriodSeconds": 30,
-            "tolerations": [
-                {"effect": "NoExecute", "key": "node.kubernetes.io/not-ready", "operator": "Exists", "tolerationSeconds": 300},
-                {"effect": "NoExecute", "key": "node.kubernetes.io/unreachable", "operator": "Exists", "tolerationSeconds": 300}
-            ]
+            "terminationGracePeriodSeconds": 30
         })
     );
     assert_eq!(obj["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}));
+}
+
+#[test]
+fn new_pods_get_default_tolerations_unless_they_have_their_own() {
+    let mut obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+        "containers": [{"name": "c", "image": "nginx"}],
+        "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]
+    }});
+    super::admit_new_pod(&mut obj, 30);
+    assert_eq!(
+        obj["spec"]["tolerations"],
+        json!([
+            {"effect": "NoExecute", "key": "node.kubernetes.io/unreachable", "operator": "Exists", "tolerationSeconds": 5},
+            {"effect": "NoExecute", "key": "node.kubernetes.io/not-ready", "operator": "Exists", "tolerationSeconds": 30}
+        ])
+    );
 }
 
 #[test]
@@ -701,7 +713,8 @@ fn other_pod_spec_changes_are_forbidden_with_kubernetes_message() {
 
 #[test]
 fn pod_updates_may_add_but_not_change_tolerations_nor_add_containers() {
-    let old = prepared("Pod", nginx_pod());
+    let mut old = prepared("Pod", nginx_pod());
+    super::admit_new_pod(&mut old, 300);
     let mut added = old.clone();
     added["spec"]["tolerations"].as_array_mut().unwrap().push(json!({"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}));
     assert!(validate(info("Pod"), &added, Some(&old)).is_empty());

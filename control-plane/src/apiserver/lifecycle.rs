@@ -145,6 +145,10 @@ async fn finalize_owner(api: &Arc<Api>, target: &Target, uid: &str) -> anyhow::R
                 let mut cur = cur.clone();
                 if let Some(refs) = cur["metadata"]["ownerReferences"].as_array_mut() {
                     refs.retain(|r| r["uid"] != uid.as_str());
+                    // Kubernetes omits an empty list; clients test for its absence.
+                    if refs.is_empty() {
+                        cur["metadata"].as_object_mut().expect("objects have metadata").remove("ownerReferences");
+                    }
                 }
                 Ok(cur)
             })
@@ -262,6 +266,41 @@ fn target_of(info: &'static ResourceInfo, obj: &Value) -> Target {
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the system namespaces and the `kubernetes` Service when missing.
+/// Points the `kubernetes` Endpoints at this server, as kube-apiserver's
+/// endpoint reconciler does (the Service has no selector, so no controller
+/// would).
+async fn publish_api_endpoints(api: &Arc<Api>) -> anyhow::Result<()> {
+    let Some(ip) = api.advertise_address else {
+        tracing::info!("listening on loopback only: the kubernetes service gets no endpoints");
+        return Ok(());
+    };
+    let endpoints = resources::lookup("", "v1", "endpoints").expect("served");
+    let t = Target { info: endpoints, namespace: Some("default".into()), name: Some("kubernetes".into()), subresource: None };
+    let mut body = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip.to_string()}], "ports": [{"name": "https", "port": api.api_port, "protocol": "TCP"}]}],
+    });
+    match api.get(&t, &Query::default(), super::request::Render::Object).await {
+        Ok(current) if current.body["subsets"] == body["subsets"] => return Ok(()),
+        Ok(current) => {
+            body["metadata"]["resourceVersion"] = current.body["metadata"]["resourceVersion"].clone();
+            api.update(&t, &Query::default(), body)
+                .await
+                .map_err(|e| anyhow::anyhow!("updating the kubernetes endpoints: {}", e.message))?;
+        }
+        Err(e) if e.code == 404 => {
+            let t = Target { name: None, ..t };
+            api.create(&t, &Query::default(), body)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the kubernetes endpoints: {}", e.message))?;
+        }
+        Err(e) => anyhow::bail!("reading the kubernetes endpoints: {}", e.message),
+    }
+    tracing::info!(%ip, port = api.api_port, "kubernetes service endpoints point at this server");
+    Ok(())
+}
+
 pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
     let namespaces = resources::lookup("", "v1", "namespaces").expect("served");
     for ns in SYSTEM_NAMESPACES {
@@ -289,5 +328,6 @@ pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
         Err(e) if e.code == 409 => {}
         Err(e) => anyhow::bail!("creating the kubernetes service: {}", e.message),
     }
+    publish_api_endpoints(api).await?;
     resume(api).await
 }

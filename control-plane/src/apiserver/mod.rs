@@ -39,6 +39,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `redb` or `etcd://HOST:PORT[,...]`.
     pub store: String,
+    /// The address the `kubernetes` Service's Endpoints point at
+    /// (`--advertise-address`); by default the listen address, or when that
+    /// is unspecified, the host's first non-loopback IPv4 address.
+    pub advertise_address: Option<std::net::IpAddr>,
+    /// How long new pods tolerate a not-ready or unreachable node
+    /// (`--default-unreachable-toleration-seconds`; Kubernetes: 300).
+    pub default_toleration_seconds: i64,
 }
 
 /// Request bodies larger than this are refused with 413, as Kubernetes does (3 MiB).
@@ -51,6 +58,11 @@ pub struct Api {
     pub tokens: auth::Tokens,
     /// The port clients reach the API on; the `kubernetes` Service targets it.
     pub api_port: u16,
+    /// Where the `kubernetes` Endpoints point; None when only loopback is
+    /// known, which Endpoints may not hold.
+    pub advertise_address: Option<std::net::IpAddr>,
+    /// Added to new pods' tolerations (see [`Config::default_toleration_seconds`]).
+    pub default_toleration_seconds: i64,
     /// Objects whose finalizers a background task is working on.
     pub finalizing: Mutex<HashSet<String>>,
     /// Deleted objects whose dependents the garbage collector must delete.
@@ -109,6 +121,8 @@ impl Server {
             ranges,
             tokens,
             api_port: local_addr.port(),
+            advertise_address: config.advertise_address.or_else(|| advertise_address(local_addr.ip())),
+            default_toleration_seconds: config.default_toleration_seconds,
             finalizing: Mutex::new(HashSet::new()),
             deleted_owners,
             metrics: http::Metrics::default(),
@@ -124,6 +138,41 @@ impl Server {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         http::serve(self.api, self.listener, self.tls, shutdown).await
     }
+}
+
+/// The address to advertise for a server listening on `listen`.
+fn advertise_address(listen: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    if listen.is_loopback() {
+        return None;
+    }
+    if !listen.is_unspecified() {
+        return Some(listen);
+    }
+    host_ipv4_addresses().into_iter().find(|ip| !ip.is_loopback() && !ip.is_link_local()).map(Into::into)
+}
+
+/// The IPv4 addresses of this host's interfaces that are up.
+fn host_ipv4_addresses() -> Vec<std::net::Ipv4Addr> {
+    let mut found = Vec::new();
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we walk read-only and free once.
+    unsafe {
+        if libc::getifaddrs(&mut addrs) != 0 {
+            return found;
+        }
+        let mut cur = addrs;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+            if up && !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                found.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(addrs);
+    }
+    found
 }
 
 /// Writes `<data-dir>/kubeconfig.yaml` with the CA, the server URL and the admin token.

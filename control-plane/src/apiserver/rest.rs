@@ -160,6 +160,9 @@ impl Api {
             Some(old) => carry_system_fields(info, old, &mut obj, t.subresource.as_deref()),
         }
         validation::apply_defaults(info, &mut obj);
+        if info.kind == "Pod" && old.is_none() {
+            validation::admit_new_pod(&mut obj, self.default_toleration_seconds);
+        }
         let name = objects::name(&obj).to_string();
         if name.is_empty() {
             return Err(ApiError::invalid(info.group, info.kind, "", vec![hawser_api::FieldError::required("metadata.name")]));
