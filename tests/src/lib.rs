@@ -6,6 +6,7 @@
 //! while a test panics) kills the server and removes the dir, and a panicking
 //! test gets the tail of the server log printed so the failure explains itself.
 
+pub mod kwok;
 pub mod stats;
 
 /// The manifests under `tests/manifests/`, shared by the test files.
@@ -224,11 +225,18 @@ pub struct TestCluster {
     dir: TempDir,
     port: u16,
     creds: Credentials,
+    /// Extra `hawser server` flags, kept for restarts.
+    args: Vec<String>,
 }
 
 impl TestCluster {
     /// Starts a fresh server and waits until `/readyz` answers over HTTPS.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a fresh server with extra `hawser server` flags.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("hawser-e2e-").tempdir().expect("create a temp data dir");
         fs::create_dir_all(dir.path().join("manifests")).expect("create manifests dir");
         let mut cluster = TestCluster {
@@ -236,6 +244,7 @@ impl TestCluster {
             dir,
             port: free_port(),
             creds: Credentials { server: String::new(), ca_pem: String::new(), token: String::new() },
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         cluster.spawn_and_wait();
         cluster
@@ -281,6 +290,13 @@ impl TestCluster {
         https_client(self.ca_pem(), Some(self.token()))
     }
 
+    /// A kube-rs client from the cluster's kubeconfig, as a Rust user would make one.
+    pub async fn kube_client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig_path()).expect("kube-rs reads kubeconfig.yaml");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kube-rs accepts kubeconfig.yaml");
+        kube::Client::try_from(config).expect("kube-rs builds a client from it")
+    }
+
     /// A client that trusts the CA but sends no token.
     pub fn anonymous_client(&self) -> reqwest::Client {
         https_client(self.ca_pem(), None)
@@ -294,6 +310,7 @@ impl TestCluster {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -442,6 +459,17 @@ impl TestCluster {
         all.extend(["-o", "json"]);
         let text = self.kubectl_ok(&all);
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("kubectl {} printed invalid JSON ({e}):\n{text}", all.join(" ")))
+    }
+
+    /// Registers simulated nodes (see [`kwok`]) with this cluster.
+    pub fn simulated_nodes(&self, shapes: impl IntoIterator<Item = kwok::NodeShape>) -> Vec<kwok::SimulatedNode> {
+        shapes.into_iter().map(|shape| kwok::SimulatedNode::start(&self.kubeconfig_path(), shape)).collect()
+    }
+
+    /// The pods matching `selector` in `default` that are not being deleted.
+    pub fn live_pods(&self, selector: &str) -> Vec<serde_json::Value> {
+        let list = self.kubectl_json(&["get", "pods", "-l", selector]);
+        list["items"].as_array().cloned().unwrap_or_default().into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect()
     }
 
     /// `metadata.resourceVersion` of one object.

@@ -24,7 +24,9 @@ fn rv_number(obj: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_creates_survive_kill_9_and_resource_versions_keep_increasing() {
-    let mut cluster = TestCluster::start();
+    // The store alone: a scheduler would write each unschedulable pod's
+    // status after its create and change the resourceVersion we compare.
+    let mut cluster = TestCluster::start_with(&["--disable-scheduler", "--disable-controller-manager"]);
     let client = cluster.client();
     let pods_url = format!("{}/api/v1/namespaces/default/pods", cluster.url());
     let pid = libc::pid_t::try_from(cluster.pid()).unwrap();

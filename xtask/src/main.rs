@@ -3,6 +3,7 @@
 //! - `deps`: install the Debian packages Hawser needs (idempotent, as root)
 //! - `up`: build and run `hawser up --data-dir target/hawser` in the foreground
 //! - `test`: deps, fmt check, clippy, build, unit and end-to-end tests (what CI runs)
+//! - `bench scheduler`, `bench controllers`: the control plane over simulated nodes
 //! - `bench api`: pod-create and watch-delivery benchmark on a fresh server
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,24 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         clients: usize,
     },
+    /// Pods created onto simulated nodes: bound per second, create→bound latency.
+    Scheduler {
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
+    /// A large ReplicationController from create to all pods, and Endpoints latency.
+    Controllers {
+        #[arg(long, default_value_t = 1_000)]
+        replicas: usize,
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100)]
+        flips: usize,
+    },
 }
 
 fn main() {
@@ -71,6 +90,15 @@ fn main() {
         Task::Up => up(),
         Task::Test => test(),
         Task::Bench { bench: Bench::Api { creates, clients } } => bench_api(creates, clients),
+        Task::Bench { bench: Bench::Scheduler { pods, nodes, clients } } => {
+            bench_control_plane(&["scheduler".into(), format!("--pods={pods}"), format!("--nodes={nodes}"), format!("--clients={clients}")])
+        }
+        Task::Bench { bench: Bench::Controllers { replicas, nodes, flips } } => bench_control_plane(&[
+            "controllers".into(),
+            format!("--replicas={replicas}"),
+            format!("--nodes={nodes}"),
+            format!("--flips={flips}"),
+        ]),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
@@ -260,8 +288,19 @@ impl Drop for Server {
     }
 }
 
-fn bench_api(creates: usize, clients: usize) -> Result<()> {
-    println!("==> xtask bench api: building hawser and the driver (release)");
+/// A release `hawser server` on a free loopback port with a temp data dir,
+/// stopped and removed when dropped.
+struct BenchServer {
+    server: Server,
+    port: u16,
+    data: PathBuf,
+    log_path: PathBuf,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+fn start_bench_server(extra_args: &[&str]) -> Result<BenchServer> {
+    println!("==> building hawser and the benchmark drivers (release)");
     run("release build", cargo().args(["build", "--release", "-p", "hawser", "-p", "hawser-tests", "--bins"]))?;
     let release = target_dir()?.join("release");
     let dir = tempfile::Builder::new().prefix("hawser-bench-").tempdir().context("creating a temp data dir")?;
@@ -270,7 +309,7 @@ fn bench_api(creates: usize, clients: usize) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("finding a free port")?.port();
     let log = fs::File::create(&log_path).context("creating the server log")?;
 
-    println!("==> starting hawser server on 127.0.0.1:{port}, data dir {}", data.display());
+    println!("==> starting hawser server on 127.0.0.1:{port} {}, data dir {}", extra_args.join(" "), data.display());
     let mut server = Server {
         child: Command::new(release.join("hawser"))
             .arg("server")
@@ -278,6 +317,7 @@ fn bench_api(creates: usize, clients: usize) -> Result<()> {
             .arg(&data)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -285,25 +325,49 @@ fn bench_api(creates: usize, clients: usize) -> Result<()> {
             .context("starting hawser server")?,
     };
     let token = wait_for_token(&mut server, &data.join("kubeconfig.yaml"), &log_path)?;
+    Ok(BenchServer { server, port, data, log_path, token, _dir: dir })
+}
 
+fn bench_api(creates: usize, clients: usize) -> Result<()> {
+    // The API server alone: a scheduler would add a binding and an Event per pod.
+    let bench = start_bench_server(&["--disable-scheduler", "--disable-controller-manager"])?;
     println!("==> running the driver: {creates} creates, {clients} clients");
     let result = run(
         "api_bench",
-        Command::new(release.join("api_bench"))
+        Command::new(target_dir()?.join("release").join("api_bench"))
             .arg("--server")
-            .arg(format!("https://127.0.0.1:{port}"))
+            .arg(format!("https://127.0.0.1:{}", bench.port))
             .arg("--ca")
-            .arg(data.join("pki").join("ca.crt"))
+            .arg(bench.data.join("pki").join("ca.crt"))
             .arg("--creates")
             .arg(creates.to_string())
             .arg("--clients")
             .arg(clients.to_string())
-            .env("HAWSER_TOKEN", token),
+            .env("HAWSER_TOKEN", &bench.token),
     );
     if result.is_err() {
-        eprintln!("server log tail:\n{}", tail(&log_path, 30));
+        eprintln!("server log tail:\n{}", tail(&bench.log_path, 30));
     }
-    drop(server);
+    drop(bench.server);
+    result
+}
+
+/// `cargo xtask bench scheduler|controllers`: the control-plane driver
+/// against a full server. Simulated nodes renew no Lease during the run, so
+/// the grace period is set past its length.
+fn bench_control_plane(driver_args: &[String]) -> Result<()> {
+    let bench = start_bench_server(&["--node-monitor-grace-period", "1h"])?;
+    let result = run(
+        "control_plane_bench",
+        Command::new(target_dir()?.join("release").join("control_plane_bench"))
+            .arg("--kubeconfig")
+            .arg(bench.data.join("kubeconfig.yaml"))
+            .args(driver_args),
+    );
+    if result.is_err() {
+        eprintln!("server log tail:\n{}", tail(&bench.log_path, 30));
+    }
+    drop(bench.server);
     result
 }
 
