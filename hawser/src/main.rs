@@ -135,7 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Hawser is up: the API server listens on https://{}", server.local_addr);
             println!("kubeconfig: {}", kubeconfig.display());
             println!("export KUBECONFIG={}", kubeconfig.display());
-            println!("(no node agent runs yet: pods are scheduled to Node objects once some exist, but nothing starts them; Ctrl-C stops the cluster)");
+            println!(
+                "(no node agent runs yet: pods are scheduled to Node objects once some exist, but nothing starts them; Ctrl-C stops the cluster)"
+            );
             server.serve(shutdown_signal()).await?;
             println!("Hawser stopped.");
             Ok(())

@@ -113,6 +113,13 @@ impl<K: Cached> Informer<K> {
         handlers.push(Box::new(handler));
     }
 
+    /// Queues the key of every object that changes: the handler for a
+    /// controller's own kind.
+    pub fn queue_changes(&self, queue: &Arc<crate::WorkQueue<ObjectKey>>) {
+        let queue = queue.clone();
+        self.on_change(move |change| queue.add(ObjectKey::of(change.object())));
+    }
+
     /// Resolves once the first full list has been loaded.
     pub async fn wait_synced(&self) {
         let mut rx = self.inner.synced.subscribe();

@@ -63,23 +63,17 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         clients: usize,
     },
-    /// Pods created onto simulated nodes: bound per second, create→bound latency.
+    /// Pods created onto simulated nodes: bound per second, create→bound
+    /// latency. Flags go to the driver (`--pods`, `--nodes`, `--clients`).
     Scheduler {
-        #[arg(long, default_value_t = 10_000)]
-        pods: usize,
-        #[arg(long, default_value_t = 100)]
-        nodes: usize,
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        driver_args: Vec<String>,
     },
-    /// A large ReplicationController from create to all pods, and Endpoints latency.
+    /// A large ReplicationController from create to all pods, and Endpoints
+    /// latency. Flags go to the driver (`--replicas`, `--nodes`, `--flips`).
     Controllers {
-        #[arg(long, default_value_t = 1_000)]
-        replicas: usize,
-        #[arg(long, default_value_t = 20)]
-        nodes: usize,
-        #[arg(long, default_value_t = 100)]
-        flips: usize,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        driver_args: Vec<String>,
     },
 }
 
@@ -90,15 +84,8 @@ fn main() {
         Task::Up => up(),
         Task::Test => test(),
         Task::Bench { bench: Bench::Api { creates, clients } } => bench_api(creates, clients),
-        Task::Bench { bench: Bench::Scheduler { pods, nodes, clients } } => {
-            bench_control_plane(&["scheduler".into(), format!("--pods={pods}"), format!("--nodes={nodes}"), format!("--clients={clients}")])
-        }
-        Task::Bench { bench: Bench::Controllers { replicas, nodes, flips } } => bench_control_plane(&[
-            "controllers".into(),
-            format!("--replicas={replicas}"),
-            format!("--nodes={nodes}"),
-            format!("--flips={flips}"),
-        ]),
+        Task::Bench { bench: Bench::Scheduler { driver_args } } => bench_control_plane("scheduler", &driver_args),
+        Task::Bench { bench: Bench::Controllers { driver_args } } => bench_control_plane("controllers", &driver_args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
@@ -355,13 +342,14 @@ fn bench_api(creates: usize, clients: usize) -> Result<()> {
 /// `cargo xtask bench scheduler|controllers`: the control-plane driver
 /// against a full server. Simulated nodes renew no Lease during the run, so
 /// the grace period is set past its length.
-fn bench_control_plane(driver_args: &[String]) -> Result<()> {
+fn bench_control_plane(bench_name: &str, driver_args: &[String]) -> Result<()> {
     let bench = start_bench_server(&["--node-monitor-grace-period", "1h"])?;
     let result = run(
         "control_plane_bench",
         Command::new(target_dir()?.join("release").join("control_plane_bench"))
             .arg("--kubeconfig")
             .arg(bench.data.join("kubeconfig.yaml"))
+            .arg(bench_name)
             .args(driver_args),
     );
     if result.is_err() {

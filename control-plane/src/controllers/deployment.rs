@@ -113,8 +113,7 @@ pub fn start(informers: &Arc<Informers>, config: &super::Config) {
     let pods = informers.get::<Pod>();
     let queue: Arc<WorkQueue<ObjectKey>> = WorkQueue::new();
 
-    let q = queue.clone();
-    deployments.on_change(move |c| q.add(ObjectKey::of(c.object())));
+    deployments.queue_changes(&queue);
 
     let (q, ds) = (queue.clone(), deployments.clone());
     replica_sets.on_change(move |c| {

@@ -26,14 +26,8 @@ pub fn start(informers: &Arc<Informers>, config: &super::Config) {
     let pods = informers.get::<Pod>();
     let endpoints = informers.get::<Endpoints>();
     let queue = WorkQueue::<ObjectKey>::new();
-    {
-        let queue = queue.clone();
-        services.on_change(move |change| queue.add(ObjectKey::of(change.object())));
-    }
-    {
-        let queue = queue.clone();
-        endpoints.on_change(move |change| queue.add(ObjectKey::of(change.object())));
-    }
+    services.queue_changes(&queue);
+    endpoints.queue_changes(&queue);
     {
         let queue = queue.clone();
         let services = services.clone();

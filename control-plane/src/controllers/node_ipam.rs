@@ -26,10 +26,7 @@ const FULL_RETRY: Duration = Duration::from_secs(30);
 pub fn start(informers: &Arc<Informers>, config: &super::Config) {
     let nodes = informers.get::<Node>();
     let queue = WorkQueue::<ObjectKey>::new();
-    {
-        let queue = queue.clone();
-        nodes.on_change(move |change| queue.add(ObjectKey::of(change.object())));
-    }
+    nodes.queue_changes(&queue);
     let ipam = Arc::new(NodeIpam {
         client: informers.client(),
         nodes,

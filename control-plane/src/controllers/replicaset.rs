@@ -94,10 +94,7 @@ pub fn start<K: Workload>(informers: &Arc<Informers>, config: &super::Config, na
         recorder: Recorder::new(informers.client(), K::COMPONENT),
     });
     let queue = WorkQueue::<ObjectKey>::new();
-    {
-        let queue = queue.clone();
-        controller.owners.on_change(move |change| queue.add(ObjectKey::of(change.object())));
-    }
+    controller.owners.queue_changes(&queue);
     {
         let queue = queue.clone();
         let weak = Arc::downgrade(&controller);
