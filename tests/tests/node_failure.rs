@@ -64,3 +64,32 @@ fn pods_of_a_silent_node_leave_endpoints_and_move_to_healthy_nodes() {
         (pods.len() == 6 && healthy == 6).then_some(())
     });
 }
+
+#[test]
+fn pods_of_a_node_reporting_not_ready_leave_endpoints_and_the_node_is_tainted() {
+    let cluster = TestCluster::start();
+    let _nodes = cluster.simulated_nodes(["n1", "n2"].map(NodeShape::new));
+    cluster.apply("rc.yaml", hawser_tests::manifests::RC, &[]);
+    cluster.kubectl_ok(&["scale", "rc", "web", "--replicas=4"]);
+    cluster.kubectl_ok(&["expose", "rc", "web", "--port=80"]);
+    let ready_count = |cluster: &TestCluster| {
+        let eps = cluster.kubectl_json(&["get", "endpoints", "web"]);
+        eps["subsets"].as_array().map_or(0, |s| s.iter().map(|s| s["addresses"].as_array().map_or(0, Vec::len)).sum::<usize>())
+    };
+    poll_until(Duration::from_secs(30), "4 ready endpoints", || (ready_count(&cluster) == 4).then_some(()));
+    // The agent of n2 (here: the test, through the API) reports NotReady.
+    cluster.kubectl_ok(&[
+        "patch",
+        "node",
+        "n2",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"KubeletNotReady","message":"container runtime is down"}]}}"#,
+    ]);
+    poll_until(Duration::from_secs(3), "n2's 2 pods leave the ready addresses", || (ready_count(&cluster) == 2).then_some(()));
+    poll_until(Duration::from_secs(3), "n2 tainted not-ready", || {
+        let taints = cluster.kubectl_ok(&["get", "node", "n2", "-o", "jsonpath={.spec.taints[*].key}"]);
+        taints.contains("node.kubernetes.io/not-ready").then_some(())
+    });
+}

@@ -115,7 +115,7 @@ spec:
 }
 
 #[test]
-fn deleting_an_rc_deletes_its_pods_and_cascade_orphan_keeps_them() {
+fn deleting_an_rc_deletes_its_pods_in_background_or_foreground_and_cascade_orphan_keeps_them() {
     let cluster = TestCluster::start();
     let _nodes = cluster.simulated_nodes([NodeShape::new("n1")]);
     cluster.apply("rc.yaml", RC, &[]);
@@ -125,6 +125,13 @@ fn deleting_an_rc_deletes_its_pods_and_cascade_orphan_keeps_them() {
     poll_until(TIMEOUT, "the RC's pods are deleted with it (background propagation)", || {
         cluster.live_pods("app=web").is_empty().then_some(())
     });
+
+    // Foreground: kubectl waits while the RC holds on until its pods are gone.
+    cluster.apply("rc.yaml", RC, &[]);
+    cluster.kubectl_ok(&["scale", "rc", "web", "--replicas=2"]);
+    wait_for_running(&cluster, "app=web", 2);
+    cluster.kubectl_ok(&["delete", "rc", "web", "--cascade=foreground"]);
+    assert!(cluster.live_pods("app=web").is_empty(), "foreground deletion returns only after the pods are gone");
 
     cluster.apply("rc.yaml", RC, &[]);
     cluster.kubectl_ok(&["scale", "rc", "web", "--replicas=2"]);

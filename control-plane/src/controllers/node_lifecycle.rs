@@ -8,7 +8,8 @@
 //!   machines cannot make a node look dead or alive. Silent for longer than
 //!   `node_monitor_grace_period` → every node condition becomes `Unknown`
 //!   ("Kubelet stopped posting node status.") and the node's pods are marked
-//!   not Ready at once, so they leave Service endpoints.
+//!   not Ready at once, so they leave Service endpoints. A node whose agent
+//!   reports it not Ready has its pods marked the same way.
 //! - **Taints**: Ready=Unknown → `node.kubernetes.io/unreachable`,
 //!   Ready=False → `node.kubernetes.io/not-ready`, each as NoSchedule and
 //!   NoExecute; removed when the node is Ready again.
@@ -176,6 +177,13 @@ impl NodeLifecycle {
             // The taints follow on the next check, from the new condition.
             return Ok(());
         }
+        // A node that is not Ready (an agent reporting False, or Unknown)
+        // serves no pod: its Ready pods are marked not ready, so they leave
+        // Service endpoints. Kubernetes does this only when it marks a node
+        // Unknown; the issue asks for NotReady too.
+        if ready.as_deref().is_some_and(|r| r != "True") {
+            self.mark_pods_not_ready(&name).await?;
+        }
         let desired = desired_taints(node);
         let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
         if !same_taints(&current, &desired) {
@@ -219,8 +227,13 @@ impl NodeLifecycle {
             "NodeNotReady",
             &format!("Node {name} status is now: NodeNotReady"),
         );
+        self.mark_pods_not_ready(&name).await
+    }
+
+    /// Every Ready pod on `node` gets Ready=False, so it leaves Service endpoints.
+    async fn mark_pods_not_ready(&self, node: &str) -> anyhow::Result<()> {
         for pod in self.pods.list() {
-            if node_of(&pod) == Some(name.as_str()) && objects::is_pod_ready(&pod) {
+            if node_of(&pod) == Some(node) && objects::is_pod_ready(&pod) {
                 self.mark_pod_not_ready(&pod).await?;
             }
         }
