@@ -1,7 +1,15 @@
 //! The Hawser node agent (kubelet and kube-proxy's half of a node).
 //!
-//! Nothing is built here yet: node registration, pod workers and runtimes,
-//! pod networking, the service proxy backends and cluster DNS arrive with
-//! their own issues (see DESIGN.md for where each will live). The crate
-//! exists now so the workspace already has the shape the design gives it;
-//! `hawser` offers no `agent` command until this crate does real work.
+//! Being built (issue 4): so far node registration and heartbeat and the
+//! pod network exist; pod workers and runtimes, the service proxy backends
+//! and cluster DNS follow (see DESIGN.md
+//! for where each lives). `hawser` offers no `agent` command until the agent
+//! can run pods: a node that registers but never starts its pods would only
+//! strand them.
+//!
+//! # Layout
+//! - [`node`]: registering the Node, its status, the Lease heartbeat.
+//! - [`network`]: pod networking ([`network::ipam`]: pod addresses, on disk).
+
+pub mod network;
+pub mod node;
