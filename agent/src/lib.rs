@@ -10,6 +10,10 @@
 //! # Layout
 //! - [`node`]: registering the Node, its status, the Lease heartbeat.
 //! - [`network`]: pod networking ([`network::ipam`]: pod addresses, on disk).
+//! - [`pods`]: pod workers ([`pods::status`]: the status they report).
+//! - [`runtime`]: the container runtime contract (and, next, its runtimes).
 
 pub mod network;
 pub mod node;
+pub mod pods;
+pub mod runtime;
