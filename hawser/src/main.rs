@@ -28,6 +28,16 @@ enum Command {
     Server(ServerArgs),
     /// Bring up a one-machine cluster in the foreground.
     Up(ServerArgs),
+    /// The process runtime's per-pod supervisor, started by the node agent.
+    #[command(hide = true)]
+    PodSupervisor(PodSupervisorArgs),
+}
+
+#[derive(clap::Args)]
+struct PodSupervisorArgs {
+    /// The pod's directory in the runtime's state (it holds `sandbox.json`).
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -109,14 +119,29 @@ async fn start_control_plane(args: &ServerArgs) -> anyhow::Result<Server> {
     Ok(server)
 }
 
+fn main() {
+    let cli = Cli::parse();
+    // The supervisor unshares namespaces, which needs a single-threaded
+    // process: it runs before (and without) any async runtime.
+    if let Command::PodSupervisor(args) = cli.command {
+        let args = hawser_agent::runtime::process::SupervisorArgs { dir: args.dir };
+        if let Err(e) = hawser_agent::runtime::process::run_supervisor(args) {
+            eprintln!("hawser pod-supervisor: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    run_async(cli);
+}
+
 #[tokio::main]
-async fn main() {
+async fn run_async(cli: Cli) {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    if let Err(e) = run(Cli::parse()).await {
+    if let Err(e) = run(cli).await {
         eprintln!("hawser: {e:#}");
         std::process::exit(1);
     }
@@ -142,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Hawser stopped.");
             Ok(())
         }
+        Command::PodSupervisor(_) => unreachable!("handled before the async runtime starts"),
     }
 }
 

@@ -8,9 +8,11 @@
 //!
 //! # Layout
 //! - this file: the [`Runtime`] trait and the types it speaks.
-//! - `process` (next): the embedded runtime: Linux namespaces, processes
-//!   from the host filesystem, a per-pod supervisor, cgroup v2 limits.
+//! - [`process`]: the embedded runtime: Linux namespaces, processes from
+//!   the host filesystem, a per-pod supervisor, cgroup v2 limits.
 //! - `docker` (later): bollard, a pause container holding the namespaces.
+
+pub mod process;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
