@@ -14,6 +14,7 @@
 
 pub mod process;
 
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -41,7 +42,7 @@ pub struct Sandbox {
 }
 
 /// cgroup v2 limits; None means unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// `cpu.max` quota in millicores.
     pub cpu_millis: Option<u64>,
@@ -49,8 +50,9 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
 }
 
-/// One run of one container.
-#[derive(Clone, Debug, PartialEq)]
+/// One run of one container (also what the process runtime's supervisor is
+/// sent, so it is serializable).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     pub name: String,
     /// Which run this is (0 first, +1 per restart), so logs of the previous
@@ -67,7 +69,7 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     pub host_path: PathBuf,
     pub container_path: PathBuf,

@@ -53,7 +53,7 @@ pub use supervisor::{SupervisorArgs, run_supervisor};
 
 use super::{ContainerSpec, ContainerState, Runtime, RuntimeError, Sandbox, SandboxSpec};
 use cgroup::Role;
-use protocol::{ContainerRecord, MountSpec, Request, Response, SandboxConfig, StartRequest};
+use protocol::{ContainerRecord, Request, Response, SandboxConfig, StartRequest};
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::unix::ffi::OsStrExt;
@@ -335,18 +335,7 @@ impl Runtime for ProcessRuntime {
     async fn start_container(&self, pod_uid: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         check_name("pod UID", pod_uid)?;
         check_name("container name", &spec.name)?;
-        let request = Request::Start(StartRequest {
-            name: spec.name.clone(),
-            attempt: spec.attempt,
-            argv: spec.argv.clone(),
-            env: spec.env.clone(),
-            working_dir: spec.working_dir.clone(),
-            image: spec.image.clone(),
-            cpu_millis: spec.limits.cpu_millis,
-            memory_bytes: spec.limits.memory_bytes,
-            mounts: spec.mounts.iter().map(MountSpec::from).collect(),
-            log_path: self.log_path(pod_uid, &spec.name, spec.attempt),
-        });
+        let request = Request::Start(StartRequest { spec: spec.clone(), log_path: self.log_path(pod_uid, &spec.name, spec.attempt) });
         // The supervisor's message names the pod, container and attempt.
         self.expect_ok(pod_uid, &request, REQUEST_TIMEOUT, || "starting a container".to_string()).await
     }

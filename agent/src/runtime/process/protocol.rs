@@ -13,7 +13,7 @@
 //! of serde; this module mirrors them for the wire and converts.
 
 use super::cgroup::Cgroup;
-use crate::runtime::{ContainerState, ExitReason, Limits, Mount};
+use crate::runtime::{ContainerSpec, ContainerState, ExitReason};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io::{self, Write};
@@ -57,38 +57,20 @@ pub enum Request {
     },
 }
 
-/// Run `attempt` of container `name`.
+/// Run `spec.attempt` of container `spec.name`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StartRequest {
-    pub name: String,
-    pub attempt: u32,
-    pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<PathBuf>,
-    pub image: String,
-    pub cpu_millis: Option<u64>,
-    pub memory_bytes: Option<u64>,
-    pub mounts: Vec<MountSpec>,
+    #[serde(flatten)]
+    pub spec: ContainerSpec,
     /// Where stdout and stderr go (the agent decides the layout).
     pub log_path: PathBuf,
 }
 
-impl StartRequest {
-    pub fn limits(&self) -> Limits {
-        Limits { cpu_millis: self.cpu_millis, memory_bytes: self.memory_bytes }
-    }
-}
+impl std::ops::Deref for StartRequest {
+    type Target = ContainerSpec;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MountSpec {
-    pub host_path: PathBuf,
-    pub container_path: PathBuf,
-    pub read_only: bool,
-}
-
-impl From<&Mount> for MountSpec {
-    fn from(m: &Mount) -> Self {
-        Self { host_path: m.host_path.clone(), container_path: m.container_path.clone(), read_only: m.read_only }
+    fn deref(&self) -> &ContainerSpec {
+        &self.spec
     }
 }
 

@@ -26,9 +26,10 @@
 
 use super::cgroup::{Cgroup, Role};
 use super::logs::{self, LogFile, Stream};
-use super::protocol::{self, ContainerRecord, ExitRecord, MountSpec, Request, Response, SandboxConfig, StartRequest};
+use super::protocol::{self, ContainerRecord, ExitRecord, Request, Response, SandboxConfig, StartRequest};
 use super::{CONTAINERS_DIR, ETC_DIR, PID_FILE, SANDBOX_FILE, SOCKET, SUPERVISOR_CGROUP, check_name};
 use crate::runtime::ExitReason;
+use crate::runtime::Mount;
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 use rustix::fs::{Mode, OFlags};
@@ -314,7 +315,7 @@ impl Supervisor {
 
     /// Prepares everything outside the child, forks and execs.
     fn spawn(&self, req: &StartRequest, cgroup: &Cgroup) -> Result<Spawned, String> {
-        cgroup.create(&req.limits(), Role::Container).map_err(|e| format!("creating its cgroup: {e}"))?;
+        cgroup.create(&req.limits, Role::Container).map_err(|e| format!("creating its cgroup: {e}"))?;
         let oom_kills_before = cgroup.oom_kills().map_err(|e| e.to_string())?;
         let procs = cgroup
             .procs_files()
@@ -515,7 +516,7 @@ fn enter_container(procs: &[File], mounts: &[BindMount], cwd: &CStr) -> io::Resu
 /// Checks a volume mount and makes its mount point: processes run from the
 /// host filesystem, so a container path that does not exist is created
 /// there (an empty directory, or an empty file for a file volume).
-fn prepare_mount(mount: &MountSpec) -> Result<BindMount, String> {
+fn prepare_mount(mount: &Mount) -> Result<BindMount, String> {
     let (source, target) = (&mount.host_path, &mount.container_path);
     if !source.is_absolute() || !target.is_absolute() {
         return Err(format!("mount {} -> {}: both paths must be absolute", source.display(), target.display()));
