@@ -135,6 +135,14 @@ impl fmt::Display for Requirement {
     }
 }
 
+/// Whether a plain map selector (Service/RC `spec.selector`) selects an
+/// object with `labels`: every pair must match, and an empty map selects
+/// nothing, as Kubernetes treats these selectors. Allocation-free, for hot
+/// paths such as the scheduler's spreading.
+pub fn map_selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// A label selector: all requirements must hold (AND).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabelSelector {

@@ -6,6 +6,7 @@
 //! is O(nodes) with O(1) work per node rather than a walk over every pod.
 
 use hawser_api::quantity;
+use hawser_api::selector::map_selects;
 use hawser_runtime::ObjectKey;
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -376,7 +377,7 @@ impl Cache {
         }
         for (g, per_node) in self.groups.get(namespace).into_iter().flatten() {
             let same_owner = group.owner.is_some() && g.owner == group.owner;
-            if same_owner || selectors.iter().any(|s| selector_matches(s, &g.labels)) {
+            if same_owner || selectors.iter().any(|s| map_selects(s, &g.labels)) {
                 for (node, n) in per_node {
                     *counts.entry(node.as_str()).or_default() += n;
                 }
@@ -418,12 +419,6 @@ impl Cache {
         }
         Some(placed)
     }
-}
-
-/// A Service's equality-based selector: every pair present in `labels`. An
-/// empty selector selects nothing (a Service without one has no pods).
-pub fn selector_matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[cfg(test)]

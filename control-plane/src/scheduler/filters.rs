@@ -3,6 +3,7 @@
 //! the pod's `PodScheduled` condition, where users and tools read them).
 
 use super::cache::{Cache, NodeFacts, NodeInfo, PodUsage, Readiness};
+use hawser_runtime::objects::tolerates;
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, Pod, Taint, Toleration};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -176,25 +177,6 @@ pub fn first_untolerated_taint<'t>(tolerations: &[Toleration], taints: &'t [Tain
         .iter()
         .filter(|t| matches!(t.effect.as_str(), "NoSchedule" | "NoExecute"))
         .find(|taint| !tolerations.iter().any(|tol| tolerates(tol, taint)))
-}
-
-/// Kubernetes' `Toleration.ToleratesTaint`: an empty effect matches every
-/// effect, an empty key (with `Exists`) every key, and `Equal` (the
-/// default operator) needs the same value.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "Exists" => true,
-        "" | "Equal" => toleration.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
-        _ => false,
-    }
 }
 
 /// `nodeSelector` (every pair) and the required node affinity (any term).

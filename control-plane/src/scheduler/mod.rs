@@ -23,8 +23,9 @@ mod filters;
 mod scoring;
 
 use anyhow::Context;
-use cache::{Cache, NodeFacts, node_change_may_help, selector_matches};
+use cache::{Cache, NodeFacts, node_change_may_help};
 use filters::Candidate;
+use hawser_api::selector::map_selects;
 use hawser_runtime::backoff::Backoff;
 use hawser_runtime::events::{EventType, Recorder};
 use hawser_runtime::objects::{is_pod_active, now, object_reference};
@@ -277,7 +278,7 @@ impl Scheduler {
         let selectors: Vec<&BTreeMap<String, String>> = services
             .iter()
             .filter_map(|s| s.spec.as_ref()?.selector.as_ref())
-            .filter(|selector| selector_matches(selector, &candidate.usage.group.labels))
+            .filter(|selector| map_selects(selector, &candidate.usage.group.labels))
             .collect();
         let decision = {
             let mut cache = self.cache.lock().unwrap();
