@@ -134,4 +134,21 @@ pub trait Runtime: Send + Sync {
     async fn list_sandboxes(&self) -> Result<Vec<Sandbox>, RuntimeError>;
     /// The log file of run `attempt` of a container.
     fn log_path(&self, pod_uid: &str, name: &str, attempt: u32) -> PathBuf;
+    /// Runs `argv` inside running container `name` (its namespaces, cgroup,
+    /// environment and working directory), as `kubectl exec` asks.
+    // TODO(issue 4): drop this default once both runtimes implement exec.
+    async fn exec(&self, pod_uid: &str, name: &str, argv: &[String], stdin: bool) -> Result<ExecSession, RuntimeError> {
+        let _ = (pod_uid, name, argv, stdin);
+        Err(RuntimeError::Other(format!("exec is not supported by {}", self.version())))
+    }
+}
+
+/// A command started by [`Runtime::exec`]: its standard streams and its end.
+pub struct ExecSession {
+    /// Present when stdin was asked for; dropping it closes the command's stdin.
+    pub stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    pub stdout: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    pub stderr: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    /// Resolves to the exit code once the command has ended.
+    pub exit: futures::future::BoxFuture<'static, Result<i32, RuntimeError>>,
 }

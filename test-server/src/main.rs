@@ -1,0 +1,188 @@
+//! `hawser-test-server`: what the end-to-end tests run inside pods.
+//!
+//! `hawser-test-server [--listen ADDR] [--alloc-mb N]` serves HTTP/1.0 on
+//! ADDR (default `0.0.0.0:8080`, or `0.0.0.0:$PORT`), one thread per
+//! connection:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/` | the pod's name (`$POD_NAME`, else the hostname) and a newline |
+//! | `/source` | the client's address as this server sees it |
+//! | `/healthz`, `/ready` | 200 or 500/503, as set by `/set` |
+//! | `/set?healthy=false&ready=true` | changes either verdict |
+//! | `/env/NAME` | the value of environment variable NAME (404 when unset) |
+//! | `/file?path=P` | the contents of file P |
+//! | `/alloc?mb=N` | allocates and touches N MiB, kept until exit |
+//! | `/exit?code=N` | exits with code N after answering |
+//!
+//! `--alloc-mb N` allocates at start, before listening (the OOM test).
+//! `hawser-test-server fetch URL` is the client: prints the body of
+//! `GET http://IP:PORT/path`, exit 1 on a non-2xx answer or an error. Only
+//! IP addresses, never names: the tests never resolve anything through it.
+//!
+//! std only, no dependencies: the Docker runtime's tests copy it statically
+//! linked into a `FROM scratch` image.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use std::{env, fs, process, thread};
+
+#[derive(Default)]
+struct Flags {
+    unhealthy: AtomicBool,
+    unready: AtomicBool,
+    held: Mutex<Vec<Vec<u8>>>,
+}
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("fetch") {
+        let Some(url) = args.get(1) else { fail("usage: hawser-test-server fetch http://IP:PORT/PATH") };
+        match fetch(url) {
+            Ok((status, body)) => {
+                print!("{body}");
+                if !(200..300).contains(&status) {
+                    process::exit(1)
+                }
+            }
+            Err(e) => fail(&format!("fetch {url}: {e}")),
+        }
+        return;
+    }
+    let mut listen = env::var("PORT").map(|p| format!("0.0.0.0:{p}")).unwrap_or_else(|_| "0.0.0.0:8080".into());
+    let flags = Arc::new(Flags::default());
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--listen" => listen = rest.next().cloned().unwrap_or_else(|| fail("--listen needs ADDR")),
+            "--alloc-mb" => {
+                let mb = rest.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| fail("--alloc-mb needs a number"));
+                flags.held.lock().unwrap().push(allocate(mb));
+            }
+            other => fail(&format!("unknown argument {other:?}")),
+        }
+    }
+    let listener = TcpListener::bind(&listen).unwrap_or_else(|e| fail(&format!("listening on {listen}: {e}")));
+    eprintln!("hawser-test-server: serving on {listen}");
+    for stream in listener.incoming().flatten() {
+        let flags = flags.clone();
+        thread::spawn(move || {
+            let peer = stream.peer_addr().ok();
+            let _ = serve(stream, peer, &flags);
+        });
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("hawser-test-server: {message}");
+    process::exit(2)
+}
+
+fn pod_name() -> String {
+    env::var("POD_NAME").ok().or_else(|| fs::read_to_string("/etc/hostname").ok()).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Allocates `mb` MiB and writes every page, so it is really resident.
+fn allocate(mb: usize) -> Vec<u8> {
+    let mut block = vec![0u8; mb << 20];
+    for page in block.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    block
+}
+
+fn query<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+fn serve(stream: TcpStream, peer: Option<SocketAddr>, flags: &Flags) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Headers are read and ignored: every request is a bodiless GET.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let (path, q) = target.split_once('?').unwrap_or((target, ""));
+    let (status, body, exit) = answer(path, q, peer, flags);
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Bad Request",
+    };
+    let mut out = &stream;
+    write!(
+        out,
+        "HTTP/1.0 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    out.flush()?;
+    if let Some(code) = exit {
+        process::exit(code);
+    }
+    Ok(())
+}
+
+fn answer(path: &str, q: &str, peer: Option<SocketAddr>, flags: &Flags) -> (u16, String, Option<i32>) {
+    let verdict =
+        |bad: &AtomicBool, code: u16| if bad.load(Ordering::SeqCst) { (code, "no\n".into(), None) } else { (200, "ok\n".into(), None) };
+    match path {
+        "/" => (200, format!("{}\n", pod_name()), None),
+        "/source" => (200, format!("{}\n", peer.map(|p| p.to_string()).unwrap_or_default()), None),
+        "/healthz" => verdict(&flags.unhealthy, 500),
+        "/ready" => verdict(&flags.unready, 503),
+        "/set" => {
+            if let Some(v) = query(q, "healthy") {
+                flags.unhealthy.store(v == "false", Ordering::SeqCst);
+            }
+            if let Some(v) = query(q, "ready") {
+                flags.unready.store(v == "false", Ordering::SeqCst);
+            }
+            (200, "set\n".into(), None)
+        }
+        "/alloc" => match query(q, "mb").and_then(|v| v.parse().ok()) {
+            Some(mb) => {
+                flags.held.lock().unwrap().push(allocate(mb));
+                (200, format!("allocated {mb} MiB\n"), None)
+            }
+            None => (400, "mb=N needed\n".into(), None),
+        },
+        "/exit" => {
+            let code = query(q, "code").and_then(|v| v.parse().ok()).unwrap_or(0);
+            (200, format!("exiting with {code}\n"), Some(code))
+        }
+        "/file" => match query(q, "path").map(fs::read_to_string) {
+            Some(Ok(text)) => (200, text, None),
+            Some(Err(e)) => (404, format!("{e}\n"), None),
+            None => (400, "path=P needed\n".into(), None),
+        },
+        _ => match path.strip_prefix("/env/").map(env::var) {
+            Some(Ok(value)) => (200, format!("{value}\n"), None),
+            Some(Err(_)) => (404, "unset\n".into(), None),
+            None => (404, "not found\n".into(), None),
+        },
+    }
+}
+
+/// `GET url` with HTTP/1.0; (status, body).
+fn fetch(url: &str) -> Result<(u16, String), String> {
+    let rest = url.strip_prefix("http://").ok_or("only http://IP:PORT/PATH")?;
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let addr: SocketAddr = authority.parse().map_err(|e| format!("{authority}: {e} (an IP:PORT is needed)"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end in the answer")?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status in the answer")?;
+    Ok((status, body.to_string()))
+}
