@@ -1,19 +1,21 @@
 //! The Hawser node agent (kubelet and kube-proxy's half of a node).
 //!
-//! Being built (issue 4): so far node registration and heartbeat and the
-//! pod network exist; pod workers and runtimes, the service proxy backends
-//! and cluster DNS follow (see DESIGN.md
-//! for where each lives). `hawser` offers no `agent` command until the agent
-//! can run pods: a node that registers but never starts its pods would only
-//! strand them.
+//! `hawser agent` ([`agent::run`]) registers the Node, keeps its Lease,
+//! wires the pod network and runs the pods bound to the node; the service
+//! proxy backends and cluster DNS follow (see DESIGN.md for where each
+//! lives).
 //!
 //! # Layout
+//! - [`agent`]: the parts put together, in start order.
 //! - [`node`]: registering the Node, its status, the Lease heartbeat.
 //! - [`network`]: pod networking ([`network::ipam`]: pod addresses, on disk).
-//! - [`pods`]: pod workers ([`pods::status`]: the status they report).
-//! - [`runtime`]: the container runtime contract (and, next, its runtimes).
+//! - [`pods`]: pod workers: lifecycle, restarts, probes, volumes, status.
+//! - [`runtime`]: the container runtime contract and its runtimes.
+//! - [`server`]: the HTTPS server on kubelet's port (logs, exec).
 
+pub mod agent;
 pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;

@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub max_pods: u32,
     /// `status.nodeInfo.containerRuntimeVersion`, e.g. `hawser-process://0.1.0`.
     pub runtime_version: String,
+    /// The port the agent serves logs and exec on (`daemonEndpoints`).
+    pub port: u16,
 }
 
 /// The facts about the machine a Node reports.
@@ -125,6 +127,7 @@ pub fn node_status(config: &NodeConfig, machine: &Machine) -> Value {
             {"type": "InternalIP", "address": config.node_ip.to_string()},
             {"type": "Hostname", "address": config.name},
         ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.port}},
         "nodeInfo": {
             "machineID": machine.machine_id, "systemUUID": machine.machine_id, "bootID": machine.boot_id,
             "kernelVersion": machine.kernel_version, "osImage": machine.os_image,
@@ -282,6 +285,7 @@ mod tests {
             labels: BTreeMap::new(),
             max_pods: DEFAULT_MAX_PODS,
             runtime_version: "hawser-process://0.1.0".into(),
+            port: 10250,
         };
         let machine = Machine {
             cpus: 2,

@@ -3,11 +3,14 @@
 //! - `hawser server`: the control plane: the API server over the store, the
 //!   scheduler and the controllers (which reach the API server over HTTPS,
 //!   like any other client).
-//! - `hawser up`: everything one machine needs, in the foreground: today the
-//!   control plane; the node agent joins it when it exists.
+//! - `hawser agent`: the node agent: registers this machine as a Node, wires
+//!   the pod network and runs the pods bound to it.
+//! - `hawser up`: everything one machine needs, in the foreground: the
+//!   control plane and an agent for this machine.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hawser_agent::agent::{AgentConfig, RuntimeKind};
 use hawser_control_plane::apiserver::{Config, Server};
 use hawser_control_plane::{controllers, scheduler};
 use std::net::SocketAddr;
@@ -26,8 +29,10 @@ struct Cli {
 enum Command {
     /// Run the control plane: the Kubernetes API over HTTPS on a durable store.
     Server(ServerArgs),
-    /// Bring up a one-machine cluster in the foreground.
-    Up(ServerArgs),
+    /// Run the node agent: register this node and run its pods.
+    Agent(AgentArgs),
+    /// Bring up a one-machine cluster in the foreground: control plane and agent.
+    Up(UpArgs),
     /// The process runtime's per-pod supervisor, started by the node agent.
     #[command(hide = true)]
     PodSupervisor(PodSupervisorArgs),
@@ -74,6 +79,117 @@ struct ServerArgs {
     /// The prefix length of each node's block of the cluster CIDR.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(1..=30))]
     node_cidr_mask_size: u8,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The API server's URL.
+    #[arg(long)]
+    server: String,
+    /// A file holding the bearer token the agent authenticates with.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// The CA certificate that signed the API server's (PEM).
+    #[arg(long, required_unless_present = "insecure_skip_tls_verify")]
+    certificate_authority: Option<PathBuf>,
+    /// Trust any API server certificate (development only).
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
+    /// The address other nodes reach this node at (its InternalIP).
+    #[arg(long)]
+    node_ip: std::net::Ipv4Addr,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// What `hawser agent` and `hawser up` share.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The Node's name (default: this machine's hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// `process` (embedded: namespaces and host programs) or `docker`.
+    #[arg(long, default_value = "process", value_parser = ["process", "docker"])]
+    runtime: String,
+    /// The Docker engine's socket, for `--runtime docker`.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    docker_socket: PathBuf,
+    /// Where the agent keeps its state (IPAM, runtime state, pod volumes).
+    #[arg(long)]
+    agent_data_dir: Option<PathBuf>,
+    /// The port logs and exec are served on (0: any free port, reported in the Node).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Cluster DNS server addresses pods with `dnsPolicy: ClusterFirst` use.
+    #[arg(long, default_value = "10.96.0.10", value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Most pods this node runs (the Node's `pods` capacity).
+    #[arg(long, default_value_t = hawser_agent::node::DEFAULT_MAX_PODS)]
+    max_pods: u32,
+    /// Labels for the Node, `key=value,...`.
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// The cgroup holding this agent's pods (one per agent on a machine).
+    #[arg(long, default_value = "hawser")]
+    cgroup_root: String,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// This node's InternalIP (default: the API server's advertise address).
+    #[arg(long)]
+    node_ip: Option<std::net::Ipv4Addr>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+impl NodeArgs {
+    fn agent_config(
+        &self,
+        server: String,
+        token_file: PathBuf,
+        certificate_authority: Option<PathBuf>,
+        node_ip: std::net::Ipv4Addr,
+        cluster_cidr: ipnetwork::Ipv4Network,
+        default_data_dir: PathBuf,
+    ) -> anyhow::Result<AgentConfig> {
+        let node_name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => {
+                std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading the hostname for --node-name")?.trim().to_lowercase()
+            }
+        };
+        let mut labels = std::collections::BTreeMap::new();
+        for label in self.node_labels.iter().filter(|l| !l.is_empty()) {
+            let (k, v) = label.split_once('=').with_context(|| format!("--node-labels: {label:?} is not key=value"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(AgentConfig {
+            server,
+            token_file,
+            certificate_authority,
+            node_name,
+            node_ip,
+            labels,
+            runtime: match self.runtime.as_str() {
+                "docker" => RuntimeKind::Docker { socket: self.docker_socket.clone() },
+                _ => RuntimeKind::Process,
+            },
+            data_dir: self.agent_data_dir.clone().unwrap_or(default_data_dir),
+            cluster_cidr,
+            cluster_dns: self.cluster_dns.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            max_pods: self.max_pods,
+            port: self.port,
+            supervisor_exe: std::env::current_exe().context("locating the hawser binary for pod supervisors")?,
+            cgroup_root: self.cgroup_root.clone(),
+        })
+    }
 }
 
 impl ServerArgs {
@@ -154,21 +270,88 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(addr = %server.local_addr, kubeconfig = %server.kubeconfig.display(), "API server ready");
             server.serve(shutdown_signal()).await
         }
-        Command::Up(args) => {
-            let server = start_control_plane(&args).await?;
-            let kubeconfig = std::fs::canonicalize(&server.kubeconfig).context("locating the kubeconfig")?;
-            println!("Hawser is up: the API server listens on https://{}", server.local_addr);
-            println!("kubeconfig: {}", kubeconfig.display());
-            println!("export KUBECONFIG={}", kubeconfig.display());
-            println!(
-                "(no node agent runs yet: pods are scheduled to Node objects once some exist, but nothing starts them; Ctrl-C stops the cluster)"
-            );
-            server.serve(shutdown_signal()).await?;
-            println!("Hawser stopped.");
-            Ok(())
+        Command::Agent(args) => {
+            let ca = if args.insecure_skip_tls_verify { None } else { args.certificate_authority.clone() };
+            let config = args.node.agent_config(
+                args.server.clone(),
+                args.token_file.clone(),
+                ca,
+                args.node_ip,
+                "10.244.0.0/16".parse().expect("a CIDR"),
+                PathBuf::from("/var/lib/hawser/agent"),
+            )?;
+            hawser_agent::agent::run(config, shutdown_signal()).await
         }
+        Command::Up(args) => up(args).await,
         Command::PodSupervisor(_) => unreachable!("handled before the async runtime starts"),
     }
+}
+
+/// The control plane and an agent for this machine, until Ctrl-C.
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let server = start_control_plane(&args.server).await?;
+    let kubeconfig = std::fs::canonicalize(&server.kubeconfig).context("locating the kubeconfig")?;
+    let node_ip = match args.node_ip.or(server.api.advertise_address.and_then(|ip| match ip {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(_) => None,
+    })) {
+        Some(ip) => ip,
+        None => anyhow::bail!("this machine has no non-loopback IPv4 address to be the node's; give one with --node-ip"),
+    };
+    // The agent talks to the API server in this process over loopback
+    // (the certificate names 127.0.0.1) with the admin token.
+    let data_dir = std::fs::canonicalize(&args.server.data_dir).context("locating the data dir")?;
+    let token_file = data_dir.join("agent-token");
+    write_private(&token_file, server.api.tokens.admin_token())?;
+    let port = server.local_addr.port();
+    let host = if server.local_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { server.local_addr.ip().to_string() };
+    let url = format!("https://{host}:{port}");
+    let ca = hawser_control_plane::apiserver::tls::Pki::new(&data_dir).ca_cert_path();
+    let config = args.node.agent_config(url, token_file, Some(ca), node_ip, args.server.cluster_cidr, data_dir.join("agent"))?;
+    println!("Hawser is up: the API server listens on https://{}", server.local_addr);
+    println!("kubeconfig: {}", kubeconfig.display());
+    println!("export KUBECONFIG={}", kubeconfig.display());
+    println!(
+        "node {} ({node_ip}) runs pods with the {} runtime; Ctrl-C stops the cluster (pods keep running)",
+        config.node_name, args.node.runtime
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let agent = tokio::spawn(hawser_agent::agent::run(config, {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }));
+    let serve = server.serve({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        }
+    });
+    tokio::select! {
+        result = serve => result?,
+        result = agent => {
+            result.context("the agent task panicked")??;
+            anyhow::bail!("the agent stopped");
+        }
+    }
+    println!("Hawser stopped.");
+    Ok(())
+}
+
+/// Writes a secret file only its owner can read.
+fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(content.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -90,6 +90,12 @@ impl<K> Cached for K where K: Resource<DynamicType = ()> + Clone + DeserializeOw
 impl<K: Cached> Informer<K> {
     /// Starts listing and watching every `K` in every namespace.
     pub fn start(client: kube::Client) -> Self {
+        Self::start_with(client, watcher::Config::default())
+    }
+
+    /// Starts listing and watching the `K`s `config` selects (e.g. an
+    /// agent's pods: `fields("spec.nodeName=<node>")`).
+    pub fn start_with(client: kube::Client, config: watcher::Config) -> Self {
         let (synced, _) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
             kind: std::any::type_name::<K>().rsplit("::").next().unwrap_or("object"),
@@ -98,7 +104,7 @@ impl<K: Cached> Informer<K> {
             synced,
         });
         let api: Api<K> = Api::all(client);
-        tokio::spawn(run(inner.clone(), api));
+        tokio::spawn(run(inner.clone(), api, config));
         Self { inner }
     }
 
@@ -152,8 +158,8 @@ impl<K: Cached> Informer<K> {
     }
 }
 
-async fn run<K: Cached>(inner: Arc<Inner<K>>, api: Api<K>) {
-    let mut events = watcher(api).boxed();
+async fn run<K: Cached>(inner: Arc<Inner<K>>, api: Api<K>, config: watcher::Config) {
+    let mut events = watcher(api, config).boxed();
     // A relist is buffered and swapped in whole at InitDone, so the cache
     // never shows half a list.
     let mut relist: Option<Vec<K>> = None;
@@ -172,11 +178,9 @@ async fn run<K: Cached>(inner: Arc<Inner<K>>, api: Api<K>) {
     }
 }
 
-fn watcher<K: Cached>(api: Api<K>) -> impl futures::Stream<Item = watcher::Result<Event<K>>> + Send {
+fn watcher<K: Cached>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = watcher::Result<Event<K>>> + Send {
     // managedFields are large and no control loop reads them.
-    watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map(|e| e.map(|e| e.modify(|obj| obj.meta_mut().managed_fields = None)))
+    watcher::watcher(api, config).default_backoff().map(|e| e.map(|e| e.modify(|obj| obj.meta_mut().managed_fields = None)))
 }
 
 fn apply<K: Cached>(inner: &Inner<K>, obj: K) {

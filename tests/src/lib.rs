@@ -7,6 +7,8 @@
 //! test gets the tail of the server log printed so the failure explains itself.
 
 pub mod kwok;
+pub mod netns;
+pub mod nodes;
 pub mod stats;
 
 /// The manifests under `tests/manifests/`, shared by the test files.
@@ -217,9 +219,17 @@ pub fn https_client(ca_pem: &str, token: Option<&str>) -> reqwest::Client {
     builder.build().expect("build an HTTPS client")
 }
 
-/// A running `hawser server` on 127.0.0.1 with its own data dir.
+/// A running `hawser server` (or `hawser up`) with its own data dir: on
+/// 127.0.0.1, or inside a network namespace reached through a forwarder.
 pub struct TestCluster {
     child: Option<Child>,
+    /// `server` or `up`.
+    command: &'static str,
+    /// Where it runs when not in this process's namespace: the namespace's
+    /// name and the address it listens on there.
+    inside: Option<(String, std::net::SocketAddr)>,
+    /// Keeps the loopback port that leads inside open.
+    _forwarder: Option<netns::Forwarder>,
     /// Holds `data/` (the server's data dir), `server.log`, `manifests/` and
     /// kubectl's cache; removed when the cluster drops, after the kill.
     dir: TempDir,
@@ -241,6 +251,9 @@ impl TestCluster {
         fs::create_dir_all(dir.path().join("manifests")).expect("create manifests dir");
         let mut cluster = TestCluster {
             child: None,
+            command: "server",
+            inside: None,
+            _forwarder: None,
             dir,
             port: free_port(),
             creds: Credentials { server: String::new(), ca_pem: String::new(), token: String::new() },
@@ -250,12 +263,49 @@ impl TestCluster {
         cluster
     }
 
+    /// Starts `hawser <command>` (`server` or `up`) inside network namespace
+    /// `ns`, listening on `listen` there, with extra flags; this process
+    /// reaches it on a loopback port forwarded into the namespace.
+    pub fn start_in(ns: &netns::Netns, command: &'static str, listen: std::net::SocketAddr, args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("hawser-e2e-").tempdir().expect("create a temp data dir");
+        fs::create_dir_all(dir.path().join("manifests")).expect("create manifests dir");
+        let target = if listen.ip().is_unspecified() { std::net::SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
+        let forwarder = netns::Forwarder::start(ns, target);
+        let mut cluster = TestCluster {
+            child: None,
+            command,
+            inside: Some((ns.name.clone(), listen)),
+            port: forwarder.port,
+            _forwarder: Some(forwarder),
+            dir,
+            creds: Credentials { server: String::new(), ca_pem: String::new(), token: String::new() },
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        cluster.spawn_and_wait();
+        cluster
+    }
+
+    /// The directory every file of this cluster lives under (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    pub fn kubeconfig_path(&self) -> PathBuf {
+    /// The server's own kubeconfig (naming the server as it sees itself).
+    pub fn server_kubeconfig_path(&self) -> PathBuf {
         self.data_dir().join("kubeconfig.yaml")
+    }
+
+    /// The kubeconfig this process uses (through the forwarder when the
+    /// server runs in a namespace).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        match self.inside {
+            Some(_) => self.dir.path().join("client-kubeconfig.yaml"),
+            None => self.server_kubeconfig_path(),
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -304,12 +354,16 @@ impl TestCluster {
 
     fn spawn_and_wait(&mut self) {
         let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open server log");
-        let child = Command::new(hawser_binary())
-            .arg("server")
+        let (mut command, listen) = match &self.inside {
+            Some((ns, listen)) => (netns::command_in(ns, hawser_binary()), listen.to_string()),
+            None => (Command::new(hawser_binary()), format!("127.0.0.1:{}", self.port)),
+        };
+        let child = command
+            .arg(self.command)
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(listen)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -328,10 +382,17 @@ impl TestCluster {
                 panic!("hawser server exited during startup ({status}); log tail:\n{}", self.log_tail(40));
             }
             // A read error may just mean the file is not (fully) written yet.
-            let last = match read_kubeconfig(&self.kubeconfig_path()) {
+            let last = match read_kubeconfig(&self.server_kubeconfig_path()) {
                 Ok(creds) => match probe_ready(&self.url(), &creds.ca_pem) {
                     Ok(()) => {
-                        assert_eq!(creds.server, self.url(), "kubeconfig.yaml names a different server than the one we started");
+                        if self.inside.is_some() {
+                            // The same credentials, reached through the forwarder.
+                            let text = fs::read_to_string(self.server_kubeconfig_path()).expect("read kubeconfig");
+                            fs::write(self.kubeconfig_path(), text.replace(&creds.server, &self.url()))
+                                .expect("write the client kubeconfig");
+                        } else {
+                            assert_eq!(creds.server, self.url(), "kubeconfig.yaml names a different server than the one we started");
+                        }
                         self.creds = creds;
                         return;
                     }

@@ -22,6 +22,7 @@ fn a_registered_node_reports_the_machine_renews_its_lease_and_gets_a_pod_cidr() 
             labels: BTreeMap::from([("topology.kubernetes.io/zone".to_string(), "a".to_string())]),
             max_pods: node::DEFAULT_MAX_PODS,
             runtime_version: "hawser-process://0.1.0".into(),
+            port: 10250,
         };
         let registered = node::register(&client, &config, &machine).await.expect("register the node");
         let capacity = registered.status.as_ref().and_then(|s| s.capacity.clone()).expect("capacity");

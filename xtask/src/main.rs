@@ -3,6 +3,8 @@
 //! - `deps`: install the Debian packages Hawser needs (idempotent, as root)
 //! - `up`: build and run `hawser up --data-dir target/hawser` in the foreground
 //! - `test`: deps, fmt check, clippy, build, unit and end-to-end tests (what CI runs)
+//! - `cluster up --nodes N` / `cluster down`: control plane + N agents in
+//!   network-namespace hosts, for development (the e2e tests' cluster)
 //! - `bench scheduler`, `bench controllers`: the control plane over simulated nodes
 //! - `bench api`: pod-create and watch-delivery benchmark on a fresh server
 
@@ -27,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "curl",
     // CA bundle for curl and apt over HTTPS.
     "ca-certificates",
+    // The docker runtime's engine (`dockerd`, containerd, runc); its tests
+    // start a dockerd of their own.
+    "docker.io",
 ];
 
 /// The real kubectl the end-to-end tests drive.
@@ -47,11 +52,31 @@ enum Task {
     Up,
     /// Everything CI checks: deps, fmt, clippy, build, unit and end-to-end tests.
     Test,
+    /// A development cluster of network-namespace hosts on this machine.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         bench: Bench,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// The control plane and N agents, each in its own namespace host on
+    /// 198.51.100.0/24; returns once every node is Ready.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// `process` or `docker`.
+        #[arg(long, default_value = "process")]
+        runtime: String,
+    },
+    /// Removes everything `up` made: processes, pods, namespaces, links.
+    Down,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +108,8 @@ fn main() {
         Task::Deps => deps(),
         Task::Up => up(),
         Task::Test => test(),
+        Task::Cluster { action: ClusterAction::Up { nodes, runtime } } => cluster_up(nodes, &runtime),
+        Task::Cluster { action: ClusterAction::Down } => cluster_down(),
         Task::Bench { bench: Bench::Api { creates, clients } } => bench_api(creates, clients),
         Task::Bench { bench: Bench::Scheduler { driver_args } } => bench_control_plane("scheduler", &driver_args),
         Task::Bench { bench: Bench::Controllers { driver_args } } => bench_control_plane("controllers", &driver_args),
@@ -357,6 +384,85 @@ fn bench_control_plane(bench_name: &str, driver_args: &[String]) -> Result<()> {
     }
     drop(bench.server);
     result
+}
+
+/// Where the development cluster's `serve` process keeps its files.
+fn cluster_state() -> Result<PathBuf> {
+    Ok(target_dir()?.join("hawser-cluster"))
+}
+
+/// `cargo xtask cluster up`: builds, then starts `netns_cluster serve` in
+/// the background (its own session, so it outlives this command) and waits
+/// until it reports the cluster ready.
+fn cluster_up(nodes: usize, runtime: &str) -> Result<()> {
+    let state = cluster_state()?;
+    if let Ok(pid) = fs::read_to_string(state.join("serve.pid"))
+        && Path::new(&format!("/proc/{}", pid.trim())).exists()
+    {
+        bail!("a development cluster is already up (pid {}); `cargo xtask cluster down` first", pid.trim());
+    }
+    deps()?;
+    run("cargo build", cargo().args(["build", "--workspace", "--bins"]))?;
+    fs::create_dir_all(&state)?;
+    let _ = fs::remove_file(state.join("kubeconfig.yaml"));
+    let log_path = state.join("serve.log");
+    let log = fs::File::create(&log_path)?;
+    let mut serve = Command::new(target_dir()?.join("debug").join("netns_cluster"));
+    serve.args(["serve", "--nodes", &nodes.to_string(), "--state"]).arg(&state);
+    serve.arg(format!("--agent-arg=--runtime={runtime}"));
+    {
+        use std::os::unix::process::CommandExt;
+        serve.process_group(0);
+    }
+    let mut child = serve.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().context("starting netns_cluster serve")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !state.join("serve.pid").exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the cluster did not come up ({}):
+{}",
+                describe(status),
+                tail(&log_path, 40)
+            );
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            bail!(
+                "the cluster was not up within 2 minutes:
+{}",
+                tail(&log_path, 40)
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "{}",
+        fs::read_to_string(&log_path)?
+            .lines()
+            .filter(|l| l.starts_with("cluster up") || l.starts_with("  n"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!("export KUBECONFIG={}", state.join("kubeconfig.yaml").display());
+    println!("(`cargo xtask cluster down` removes it; its log is {})", log_path.display());
+    Ok(())
+}
+
+/// `cargo xtask cluster down`: SIGTERM to `serve`, which tears the cluster
+/// down; whatever a dead `serve` left is removed from its resource list.
+fn cluster_down() -> Result<()> {
+    let state = cluster_state()?;
+    if let Ok(pid) = fs::read_to_string(state.join("serve.pid")) {
+        let pid = pid.trim().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    run("netns_cluster cleanup", Command::new(target_dir()?.join("debug").join("netns_cluster")).args(["cleanup", "--state"]).arg(&state))?;
+    println!("development cluster down");
+    Ok(())
 }
 
 /// Waits (30 s at most) for the server to write its kubeconfig and returns

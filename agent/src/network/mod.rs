@@ -231,6 +231,21 @@ impl NodeNetwork {
         Ok(PodInterface { ip, prefix: self.pod_cidr.prefix(), gateway: self.gateway(), host_veth, mtu: self.mtu })
     }
 
+    /// The address `pod_uid` holds, allocating one if it holds none: what
+    /// [`attach_pod`](Self::attach_pod) will wire, known before the sandbox
+    /// exists (the pod's `/etc/hosts` names it).
+    pub async fn reserve_address(&self, pod_uid: &str) -> Result<Ipv4Addr, NetworkError> {
+        let owner = pod_uid.to_string();
+        self.ipam(|| format!("allocating an address for pod {pod_uid}"), move |ipam| ipam.allocate(&owner)).await
+    }
+
+    /// The UIDs of the pods holding an address, to find leftovers of pods
+    /// that went while the agent was down.
+    pub async fn address_owners(&self) -> Result<Vec<String>, NetworkError> {
+        let owners = self.ipam(|| "listing pod addresses".to_string(), |ipam| ipam.allocated()).await?;
+        Ok(owners.into_values().collect())
+    }
+
     /// Removes the pod's veth pair (deleting the host end removes the other)
     /// and releases its address. Idempotent, and needs nothing but the UID,
     /// so it works after the pod's namespace is gone.

@@ -10,7 +10,7 @@
 //! - this file: the [`Runtime`] trait and the types it speaks.
 //! - [`process`]: the embedded runtime: Linux namespaces, processes from
 //!   the host filesystem, a per-pod supervisor, cgroup v2 limits.
-//! - `docker` (later): bollard, a pause container holding the namespaces.
+//! - `docker` (next): bollard, a pause container holding the namespaces.
 
 pub mod process;
 

@@ -4,7 +4,7 @@
 //! never stops the server.
 
 use super::request::{self, Query, Render, Target};
-use super::{Api, MAX_BODY_BYTES, Reply, discovery, subresources, watch};
+use super::{Api, MAX_BODY_BYTES, Reply, discovery, node_proxy, subresources, watch};
 use bytes::Bytes;
 use futures::StreamExt;
 use hawser_api::ApiError;
@@ -108,9 +108,9 @@ pub async fn serve(
                 let api = api.clone();
                 async move { Ok::<_, Infallible>(handle(api, req).await) }
             });
-            if let Err(e) =
-                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await
-            {
+            // With upgrades: `pods/exec` switches protocols (WebSocket, SPDY).
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -167,6 +167,13 @@ async fn route(api: &Arc<Api>, req: Request<Incoming>) -> Result<Routed, RouteEr
     let path = req.uri().path().trim_end_matches('/').to_string();
     let path = if path.is_empty() { "/".to_string() } else { path };
     let plain = |verb: &str, e: ApiError| (verb.to_string(), String::new(), e);
+    // An upgrade, not a REST verb: the request goes on whole to the node.
+    if let Some((namespace, name)) = node_proxy::exec_target(&path) {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        let fail = |e| ("create".to_string(), "pods/exec".to_string(), e);
+        let resp = node_proxy::exec(api, req, &namespace, &name).await.map_err(fail)?;
+        return Ok(("create".into(), "pods/exec".into(), resp));
+    }
     if req.method() == Method::GET
         && let Some(resp) = non_resource(api, &path).map_err(|e| plain("get", e))?
     {
@@ -190,6 +197,13 @@ async fn route(api: &Arc<Api>, req: Request<Incoming>) -> Result<Routed, RouteEr
         let body = BodyExt::boxed_unsync(StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b)))));
         let resp =
             Response::builder().status(StatusCode::OK).header(header::CONTENT_TYPE, "application/json").body(body).expect("valid response");
+        return Ok((verb.into(), resource, resp));
+    }
+    if verb == "get" && target.subresource.as_deref() == Some("log") {
+        let stream = subresources::log(api, &target, &q).await.map_err(fail)?;
+        let body = BodyExt::boxed_unsync(StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b)))));
+        let resp =
+            Response::builder().status(StatusCode::OK).header(header::CONTENT_TYPE, "text/plain").body(body).expect("valid response");
         return Ok((verb.into(), resource, resp));
     }
     let reply = dispatch(api, &target, &q, render, &method, verb, &content_type, &body).await.map_err(fail)?;
@@ -260,7 +274,6 @@ async fn dispatch(
             subresources::write_scale(api, t, q, Some(kind), body).await
         }
         ("create", Some("binding")) => subresources::bind(api, t, q, body).await,
-        ("get", Some("log")) => subresources::log(api, t).await,
         ("get", None | Some("status")) => api.get(t, q, render).await,
         ("list", None) => api.list(t, q, render).await,
         ("create", None) => api.create(t, q, parse_object(content_type, body)?).await,

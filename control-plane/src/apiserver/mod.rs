@@ -7,6 +7,7 @@
 //! - [`rest`]: get, list, create, update, patch, delete over the store.
 //! - [`watch`]: streaming WatchEvents.
 //! - [`subresources`]: scale, binding, log.
+//! - [`node_proxy`]: logs and exec, from the agent of the pod's node.
 //! - [`services`]: cluster IP and NodePort allocation.
 //! - [`lifecycle`]: cascading deletion, namespace termination, bootstrap objects.
 //! - [`discovery`], [`auth`], [`tls`], [`objects`] (the JSON ↔ store codec).
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod discovery;
 pub mod http;
 pub mod lifecycle;
+pub mod node_proxy;
 pub mod objects;
 pub mod request;
 pub mod rest;
@@ -110,7 +112,10 @@ impl Server {
         let store = crate::store::open(&config.store, &config.data_dir)?;
         let ranges = services::Ranges::default();
         let pki = tls::Pki::new(&config.data_dir);
-        pki.ensure(ranges.api_service_ip().into(), &[config.listen.ip()])?;
+        // Agents on other hosts reach the server at its advertise address.
+        let advertise = config.advertise_address.or_else(|| advertise_address(config.listen.ip()));
+        let names: Vec<std::net::IpAddr> = [Some(config.listen.ip()), advertise].into_iter().flatten().collect();
+        pki.ensure(ranges.api_service_ip().into(), &names)?;
         let tls = pki.server_config()?;
         let tokens = auth::Tokens::load_or_create(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -121,7 +126,7 @@ impl Server {
             ranges,
             tokens,
             api_port: local_addr.port(),
-            advertise_address: config.advertise_address.or_else(|| advertise_address(local_addr.ip())),
+            advertise_address: advertise,
             default_toleration_seconds: config.default_toleration_seconds,
             finalizing: Mutex::new(HashSet::new()),
             deleted_owners,

@@ -3,9 +3,11 @@
 //! `pods/log`. The `status` subresource is the generic update with the
 //! status rules in `rest`.
 
-use super::objects::{self, meta, meta_str};
+use super::objects::{self, meta};
 use super::request::{Query, Target};
-use super::{Api, Reply};
+use super::{Api, Reply, node_proxy};
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use hawser_api::patch::{self, PatchType};
 use hawser_api::selector::LabelSelector;
 use hawser_api::{ApiError, FieldError};
@@ -127,15 +129,10 @@ pub async fn bind(api: &Arc<Api>, t: &Target, q: &Query, body: &[u8]) -> Result<
     Ok(reply)
 }
 
-/// GET pods/<name>/log. Logs live on the node that runs the pod; until a
-/// node agent serves them, say so rather than answer with nothing.
-pub async fn log(api: &Arc<Api>, t: &Target) -> Result<Reply, ApiError> {
+/// GET pods/<name>/log: the container's log as the agent of the pod's node
+/// serves it, streamed through as it comes (so `-f` follows).
+pub async fn log(api: &Arc<Api>, t: &Target, q: &Query) -> Result<BoxStream<'static, Bytes>, ApiError> {
     let (pod, _) = api.read(t.info, t.namespace.as_deref(), t.name()?).await?;
-    let name = objects::name(&pod);
-    match meta_str(&pod, "name").and(pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty())) {
-        None => Err(ApiError::bad_request(format!("pod {name} does not have a host assigned"))),
-        Some(node) => Err(ApiError::unavailable(format!(
-            "logs of pod {name} are kept by the agent on node {node}, and no node agent serves logs yet"
-        ))),
-    }
+    let container = node_proxy::log_container(&pod, q.get("container"))?;
+    node_proxy::logs(api, t.namespace.as_deref().unwrap_or_default(), &pod, &container, q).await
 }

@@ -42,8 +42,10 @@
 //! - [`protocol`]: what they say to each other and the files they share.
 //! - [`cgroup`]: pod and container cgroups.
 //! - [`logs`]: container log files.
+//! - `exec`: commands run inside a running container (`kubectl exec`).
 
 pub mod cgroup;
+mod exec;
 pub mod logs;
 pub mod protocol;
 pub mod supervisor;
@@ -51,7 +53,7 @@ pub mod supervisor;
 pub use cgroup::{Cgroup, Placement};
 pub use supervisor::{SupervisorArgs, run_supervisor};
 
-use super::{ContainerSpec, ContainerState, Runtime, RuntimeError, Sandbox, SandboxSpec};
+use super::{ContainerSpec, ContainerState, ExecSession, Runtime, RuntimeError, Sandbox, SandboxSpec};
 use cgroup::Role;
 use protocol::{ContainerRecord, Request, Response, SandboxConfig, StartRequest};
 use std::fs;
@@ -410,6 +412,10 @@ impl Runtime for ProcessRuntime {
 
     fn log_path(&self, pod_uid: &str, name: &str, attempt: u32) -> PathBuf {
         self.pod_dir(pod_uid).join(LOGS_DIR).join(name).join(format!("{attempt}.log"))
+    }
+
+    async fn exec(&self, pod_uid: &str, name: &str, argv: &[String], stdin: bool) -> Result<ExecSession, RuntimeError> {
+        exec::exec(self, pod_uid, name, argv, stdin).await
     }
 }
 

@@ -1,0 +1,195 @@
+//! `hawser agent`: the node agent's parts put together.
+//!
+//! In order: a client for the API server → the Node registered and its
+//! Lease renewed → the node's pod CIDR (from the control plane's node IPAM)
+//! → the pod network (bridge, egress rules) → the runtime → routes to the
+//! other nodes' pod CIDRs, kept in step with the Node list → the pod workers
+//! over this node's pods. The agent keeps running until `shutdown`; its
+//! pods do not stop with it.
+
+use crate::network::{self, NodeNetwork};
+use crate::node::{self, Machine, NodeConfig};
+use crate::pods::{self, PodManager, spec::DnsSettings};
+use crate::runtime::Runtime;
+use crate::runtime::process::{Cgroup, Placement, ProcessRuntime};
+use crate::server::AgentServer;
+use anyhow::Context;
+use hawser_runtime::events::Recorder;
+use hawser_runtime::{Informer, Informers, ObjectKey};
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which container runtime runs the pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// The embedded process runtime (nothing to install).
+    Process,
+    /// Docker through the engine socket at this path.
+    Docker { socket: PathBuf },
+}
+
+/// Everything `hawser agent` is told.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The API server's URL (`https://HOST:PORT`).
+    pub server: String,
+    /// The bearer token file the agent authenticates with.
+    pub token_file: PathBuf,
+    /// The CA that signed the API server's certificate; None trusts any
+    /// certificate (`--insecure-skip-tls-verify`).
+    pub certificate_authority: Option<PathBuf>,
+    pub node_name: String,
+    pub node_ip: Ipv4Addr,
+    pub labels: BTreeMap<String, String>,
+    pub runtime: RuntimeKind,
+    /// The agent's own state: IPAM, runtime state, pod volumes.
+    pub data_dir: PathBuf,
+    /// The cluster's pod network (masquerade boundary).
+    pub cluster_cidr: Ipv4Network,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub max_pods: u32,
+    /// The port the agent serves logs and exec on (kubelet's 10250).
+    pub port: u16,
+    /// The program started as `<exe> pod-supervisor --dir <pod dir>` (the
+    /// `hawser` binary itself).
+    pub supervisor_exe: PathBuf,
+    /// The cgroup (at the top of each hierarchy) that holds this agent's
+    /// pods; distinct per agent when several share a machine.
+    pub cgroup_root: String,
+}
+
+/// A client for the API server authenticated by the agent's token.
+pub async fn client(config: &AgentConfig) -> anyhow::Result<kube::Client> {
+    let token = node::read_token(&config.token_file)?;
+    let mut kube_config = kube::Config::new(config.server.parse().with_context(|| format!("--server {:?} is not a URL", config.server))?);
+    kube_config.auth_info.token = Some(token.into());
+    match &config.certificate_authority {
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+            let certs = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("parsing the CA certificate {}", ca.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", ca.display());
+            kube_config.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
+        }
+        None => kube_config.accept_invalid_certs = true,
+    }
+    kube::Client::try_from(kube_config).context("building the API client")
+}
+
+/// The runtime `config` asks for.
+async fn runtime(config: &AgentConfig) -> anyhow::Result<Arc<dyn Runtime>> {
+    match &config.runtime {
+        RuntimeKind::Process => {
+            let cgroup = Cgroup::detect(&config.cgroup_root, Placement::Top).context("finding the cgroup hierarchy")?;
+            let state = config.data_dir.join("runtime");
+            Ok(Arc::new(ProcessRuntime::new(state, cgroup, config.supervisor_exe.clone())))
+        }
+        // TODO(issue 4, before commit): the docker runtime, once it lands.
+        RuntimeKind::Docker { socket } => anyhow::bail!("the docker runtime at {} is not wired in yet", socket.display()),
+    }
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+    let client = client(&config).await?;
+    let runtime = runtime(&config).await?;
+    let pods: Informer<Pod> =
+        Informer::start_with(client.clone(), watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)));
+    // Logs and exec: bound first, so a port chosen by the kernel (0) is
+    // known before the Node says where it is.
+    let lookup = {
+        let pods = pods.clone();
+        move |namespace: &str, name: &str| pods.get(&ObjectKey::new(namespace, name)).and_then(|p| p.metadata.uid.clone())
+    };
+    let token = node::read_token(&config.token_file)?;
+    let listen = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+    let server = AgentServer::bind(listen, vec![token], runtime.clone(), Arc::new(lookup)).await?;
+    let port = server.local_addr()?.port();
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async {
+        let _ = server_stopped.await;
+    }));
+    let node_config = NodeConfig {
+        name: config.node_name.clone(),
+        node_ip: IpAddr::V4(config.node_ip),
+        labels: config.labels.clone(),
+        max_pods: config.max_pods,
+        runtime_version: runtime.version(),
+        port,
+    };
+    let machine = Machine::read()?;
+    node::register(&client, &node_config, &machine).await?;
+    let (stop_heartbeat, heartbeat_stopped) = tokio::sync::oneshot::channel::<()>();
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node_config, machine, node::LEASE_RENEW_INTERVAL, async {
+        let _ = heartbeat_stopped.await;
+    }));
+
+    tracing::info!(node = config.node_name, "waiting for the node's pod CIDR");
+    let pod_cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
+    let mut net_config = network::Config::new(config.data_dir.join("network"), pod_cidr);
+    net_config.cluster_cidr = config.cluster_cidr;
+    let network = Arc::new(NodeNetwork::setup(net_config).await.context("setting up the pod network")?);
+    tracing::info!(%pod_cidr, gateway = %network.gateway(), "pod network ready");
+
+    let informers = Informers::new(client.clone());
+    keep_peer_routes(informers.get::<Node>(), network.clone(), config.node_name.clone());
+    let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let ctx = Arc::new(pods::Context {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        network,
+        recorder: Recorder::new(client.clone(), "kubelet").with_host(&config.node_name),
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip.to_string(),
+        dns: DnsSettings { cluster_dns: config.cluster_dns.clone(), cluster_domain: config.cluster_domain.clone(), host_resolv_conf },
+        volumes_root: config.data_dir.join("pods"),
+    });
+    let manager = tokio::spawn(PodManager::new(ctx, pods).run());
+    tracing::info!(node = config.node_name, port, "agent ready");
+    shutdown.await;
+    manager.abort();
+    let _ = stop_server.send(());
+    let _ = serving.await;
+    let _ = stop_heartbeat.send(());
+    let _ = heartbeat.await;
+    tracing::info!("agent stopped; its pods keep running");
+    Ok(())
+}
+
+/// Keeps this node's routes to every other node's pod CIDR in step with the
+/// Node list (host-gw: via that node's InternalIP).
+fn keep_peer_routes(nodes: Informer<Node>, network: Arc<NodeNetwork>, own: String) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let notify = changed.clone();
+    nodes.on_change(move |_| notify.notify_one());
+    tokio::spawn(async move {
+        loop {
+            // A periodic pass repairs routes someone else removed.
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+            }
+            let peers: Vec<(Ipv4Network, Ipv4Addr)> = nodes
+                .list()
+                .iter()
+                .filter(|n| n.metadata.name.as_deref() != Some(own.as_str()))
+                .filter_map(|n| {
+                    let cidr = n.spec.as_ref()?.pod_cidr.as_ref()?.parse().ok()?;
+                    let ip = n.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP")?.address.parse().ok()?;
+                    Some((cidr, ip))
+                })
+                .collect();
+            if let Err(e) = network.sync_peer_routes(&peers).await {
+                tracing::warn!(error = %e, "updating routes to other nodes' pods");
+            }
+        }
+    });
+}

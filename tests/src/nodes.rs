@@ -1,0 +1,297 @@
+//! Real clusters on one machine: nodes are network-namespace hosts on the
+//! underlay LAN ([`crate::netns`]), each running a real `hawser agent` with
+//! the process runtime, so pods are real processes with real addresses.
+//!
+//! - [`NetnsCluster`]: the control plane on the LAN's router address and N
+//!   agents (`n1`, `n2`, ... at 198.51.100.11, .12, ...).
+//! - [`OneNode`]: `hawser up` (control plane and agent in one process)
+//!   inside one host, as a user runs it on a machine.
+//!
+//! Dropping either (also when a test fails) kills the agents and every pod
+//! process (by the agents' cgroups), then deletes the namespaces, links
+//! and files.
+
+use crate::netns::{self, Lan, Netns};
+use crate::{TestCluster, hawser_binary, poll_until};
+use std::fs::{self, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// Where the API server listens inside the LAN namespace.
+const API_PORT: u16 = 6443;
+
+/// The test HTTP server (crate `test-server`), built next to `hawser`.
+pub fn test_server_binary() -> PathBuf {
+    let path = hawser_binary().with_file_name("hawser-test-server");
+    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
+    path
+}
+
+/// One network-namespace host running a node agent (or `hawser up`).
+pub struct AgentHost {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub cgroup_root: String,
+    agent: Option<Child>,
+    agent_args: Vec<String>,
+    log: PathBuf,
+    /// Dropped last: the namespace goes once its processes are gone.
+    pub ns: Netns,
+}
+
+impl AgentHost {
+    fn new(lan: &mut Lan, name: &str, ip: Ipv4Addr, log: PathBuf) -> Self {
+        let ns = lan.add_host(name, ip);
+        let cgroup_root = format!("hawser-{}-{name}", lan.id);
+        Self { name: name.to_string(), ip, cgroup_root, agent: None, agent_args: Vec::new(), log, ns }
+    }
+
+    /// Runs `program args` on this host (inside its namespace).
+    pub fn run(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+        self.ns.run(program, args, Duration::from_secs(30))
+    }
+
+    /// `GET url` from this host with the test server's client: the body,
+    /// or why it failed.
+    pub fn fetch(&self, url: &str) -> Result<String, String> {
+        let out = self.run(test_server_binary(), &["fetch", url]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)).trim().to_string())
+        }
+    }
+
+    fn spawn_agent(&mut self) {
+        let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("open agent log");
+        let child = self
+            .ns
+            .command(hawser_binary())
+            .arg("agent")
+            .args(&self.agent_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn hawser agent");
+        self.agent = Some(child);
+    }
+
+    /// The agent's process id while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL to the agent, as a crash.
+    pub fn kill9_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the agent again with the same flags and state.
+    pub fn restart_agent(&mut self) {
+        self.kill9_agent();
+        self.spawn_agent();
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for AgentHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.agent.is_some() {
+            eprintln!("--- agent {} log tail ---\n{}\n--- end ---", self.name, self.log_tail(40));
+        }
+        self.kill9_agent();
+        netns::remove_cgroup_tree(&self.cgroup_root);
+    }
+}
+
+/// The control plane and N agents on network-namespace hosts.
+pub struct NetnsCluster {
+    /// Dropped first: agents and pods go before the server.
+    pub nodes: Vec<AgentHost>,
+    pub control: TestCluster,
+    pub lan: Lan,
+}
+
+impl std::ops::Deref for NetnsCluster {
+    type Target = TestCluster;
+    fn deref(&self) -> &TestCluster {
+        &self.control
+    }
+}
+
+impl std::ops::DerefMut for NetnsCluster {
+    fn deref_mut(&mut self) -> &mut TestCluster {
+        &mut self.control
+    }
+}
+
+impl NetnsCluster {
+    /// Starts the control plane (with `server_args`) and `nodes` agents, and
+    /// waits until every node is Ready with a pod CIDR.
+    pub fn start(nodes: usize, server_args: &[&str]) -> Self {
+        Self::start_with(nodes, server_args, &[])
+    }
+
+    /// As [`start`](Self::start), with extra `hawser agent` flags.
+    pub fn start_with(count: usize, server_args: &[&str], agent_args: &[&str]) -> Self {
+        let mut lan = Lan::new(&netns::run_id());
+        let mut args = vec!["--advertise-address", "198.51.100.1"];
+        args.extend_from_slice(server_args);
+        let control = TestCluster::start_in(&lan.ns, "server", SocketAddr::from((netns::GATEWAY, API_PORT)), &args);
+        let token_file = control.dir().join("agent-token");
+        fs::write(&token_file, control.token()).expect("write the agent token");
+        let ca = control.data_dir().join("pki").join("ca.crt");
+        let mut nodes = Vec::new();
+        for i in 1..=count {
+            let name = format!("n{i}");
+            let ip = Ipv4Addr::new(198, 51, 100, 10 + i as u8);
+            let mut host = AgentHost::new(&mut lan, &name, ip, control.dir().join(format!("agent-{name}.log")));
+            let data = control.dir().join(format!("agent-{name}"));
+            host.agent_args = [
+                "--server",
+                &format!("https://{}:{API_PORT}", netns::GATEWAY),
+                "--token-file",
+                token_file.to_str().expect("utf-8 path"),
+                "--certificate-authority",
+                ca.to_str().expect("utf-8 path"),
+                "--node-name",
+                &name,
+                "--node-ip",
+                &ip.to_string(),
+                "--agent-data-dir",
+                data.to_str().expect("utf-8 path"),
+                "--cgroup-root",
+                &host.cgroup_root,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(agent_args.iter().map(|s| s.to_string()))
+            .collect();
+            host.spawn_agent();
+            nodes.push(host);
+        }
+        let cluster = Self { nodes, control, lan };
+        cluster.wait_nodes_ready();
+        cluster
+    }
+
+    /// Waits until every node reports Ready and has a pod CIDR.
+    pub fn wait_nodes_ready(&self) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        wait_nodes_ready(&self.control, &names);
+    }
+
+    pub fn node(&self, name: &str) -> &AgentHost {
+        self.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> &mut AgentHost {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+}
+
+fn wait_nodes_ready(cluster: &TestCluster, names: &[String]) {
+    poll_until(Duration::from_secs(60), "every node Ready with a pod CIDR", || {
+        let nodes = cluster.kubectl_json(&["get", "nodes", "-o", "json"]);
+        let items = nodes["items"].as_array().cloned().unwrap_or_default();
+        let ready = |n: &serde_json::Value| {
+            n["spec"]["podCIDR"].is_string()
+                && n["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        };
+        names.iter().all(|name| items.iter().any(|n| n["metadata"]["name"] == name.as_str() && ready(n))).then_some(())
+    });
+}
+
+/// `hawser up` inside one host: the one-machine cluster a user runs.
+pub struct OneNode {
+    pub cluster: TestCluster,
+    pub host: AgentHost,
+    pub lan: Lan,
+}
+
+impl std::ops::Deref for OneNode {
+    type Target = TestCluster;
+    fn deref(&self) -> &TestCluster {
+        &self.cluster
+    }
+}
+
+impl Drop for OneNode {
+    fn drop(&mut self) {
+        // The pods' processes go before the cluster's files do.
+        self.cluster.kill9();
+        netns::remove_cgroup_tree(&self.host.cgroup_root);
+    }
+}
+
+impl OneNode {
+    /// `hawser up` as node `n1` at 198.51.100.11, with extra flags.
+    pub fn start(args: &[&str]) -> Self {
+        let mut lan = Lan::new(&netns::run_id());
+        let host = AgentHost::new(&mut lan, "n1", Ipv4Addr::new(198, 51, 100, 11), PathBuf::from("/dev/null"));
+        let mut all = vec!["--node-name", "n1", "--cgroup-root", host.cgroup_root.as_str()];
+        all.extend_from_slice(args);
+        let cluster = TestCluster::start_in(&host.ns, "up", SocketAddr::from(([0, 0, 0, 0], API_PORT)), &all);
+        wait_nodes_ready(&cluster, &["n1".to_string()]);
+        Self { cluster, host, lan }
+    }
+
+    /// Kills `hawser up` (control plane and agent) and starts it again.
+    pub fn restart(&mut self) {
+        self.cluster.restart();
+    }
+}
+
+/// `Command` for the test server, for pod specs: its absolute path.
+pub fn test_server_command() -> String {
+    test_server_binary().to_str().expect("utf-8 path").to_string()
+}
+
+/// Runs `cmd` and returns its stdout, panicking with its stderr on failure.
+pub fn output_of(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl AgentHost {
+    /// The processes of container `container` of pod `uid`, read from the
+    /// agent's cgroups (pure v2 or hybrid layout).
+    pub fn container_pids(&self, uid: &str, container: &str) -> Vec<u32> {
+        let base = std::path::Path::new("/sys/fs/cgroup");
+        [base.to_path_buf(), base.join("unified")]
+            .iter()
+            .map(|root| root.join(&self.cgroup_root).join(format!("pod{uid}")).join(container).join("cgroup.procs"))
+            .find_map(|procs| fs::read_to_string(procs).ok())
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether any cgroup of pod `uid` is left on this node.
+    pub fn pod_cgroup_exists(&self, uid: &str) -> bool {
+        let base = std::path::Path::new("/sys/fs/cgroup");
+        [base.to_path_buf(), base.join("unified")].iter().any(|root| root.join(&self.cgroup_root).join(format!("pod{uid}")).exists())
+    }
+
+    /// The names of the veth interfaces in this host's namespace.
+    pub fn veths(&self) -> Vec<String> {
+        self.ns
+            .ip(&["-o", "link", "show", "type", "veth"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .filter(|name| name != "eth0")
+            .collect()
+    }
+}
