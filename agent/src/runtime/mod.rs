@@ -10,8 +10,10 @@
 //! - this file: the [`Runtime`] trait and the types it speaks.
 //! - [`process`]: the embedded runtime: Linux namespaces, processes from
 //!   the host filesystem, a per-pod supervisor, cgroup v2 limits.
-//! - `docker` (next): bollard, a pause container holding the namespaces.
+//! - [`docker`]: Docker through bollard: a pause container holding the
+//!   namespaces, containers joining it, images from the local engine.
 
+pub mod docker;
 pub mod process;
 
 use serde::{Deserialize, Serialize};
