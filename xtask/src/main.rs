@@ -94,6 +94,13 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         driver_args: Vec<String>,
     },
+    /// Real pods on one real node: startup latency of an RC, then agent
+    /// memory and CPU with many pods at rest. Flags go to the driver
+    /// (`--replicas`, `--idle-pods`, `--idle-seconds`).
+    Pods {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        driver_args: Vec<String>,
+    },
     /// A large ReplicationController from create to all pods, and Endpoints
     /// latency. Flags go to the driver (`--replicas`, `--nodes`, `--flips`).
     Controllers {
@@ -113,6 +120,7 @@ fn main() {
         Task::Bench { bench: Bench::Api { creates, clients } } => bench_api(creates, clients),
         Task::Bench { bench: Bench::Scheduler { driver_args } } => bench_control_plane("scheduler", &driver_args),
         Task::Bench { bench: Bench::Controllers { driver_args } } => bench_control_plane("controllers", &driver_args),
+        Task::Bench { bench: Bench::Pods { driver_args } } => bench_pods(&driver_args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
@@ -384,6 +392,14 @@ fn bench_control_plane(bench_name: &str, driver_args: &[String]) -> Result<()> {
     }
     drop(bench.server);
     result
+}
+
+/// `cargo xtask bench pods`: the driver builds its own one-node netns
+/// cluster from the release binaries.
+fn bench_pods(driver_args: &[String]) -> Result<()> {
+    deps()?;
+    run("cargo build --release", cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    run("pods_bench", Command::new(target_dir()?.join("release").join("pods_bench")).args(driver_args))
 }
 
 /// Where the development cluster's `serve` process keeps its files.
