@@ -218,6 +218,8 @@ fn deps() -> Result<()> {
 }
 
 fn up() -> Result<()> {
+    // The agent needs iptables (pod egress) like the tests do.
+    deps()?;
     println!("xtask up: building hawser (a debug build: quick to compile, fine for trying it out)");
     run("build hawser", cargo().args(["build", "-p", "hawser"]))?;
     let target = target_dir()?;
