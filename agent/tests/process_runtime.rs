@@ -1,102 +1,22 @@
 //! The process runtime against the real kernel: real supervisors, real
 //! namespaces, real cgroups, real processes.
 //!
-//! Needs root (tests skip with a message otherwise). Every test has its own
-//! state directory and its own cgroup root (`hawser-test-<pid>-<n>`; in v1
-//! hierarchies below the test's own cgroup, so the pods stay inside the
-//! limits the test runs under), and a guard that kills whatever is left in
-//! that cgroup and removes it, also when the test fails.
+//! Needs root (tests fail with the reason otherwise). Every test has its
+//! own state directory and cgroup root (`common::Scratch`), cleaned up also
+//! when the test fails.
 //!
 //! The supervisor is the crate's `hawser-pod-supervisor` binary, which cargo
 //! builds fresh for these tests; `HAWSER_TEST_SUPERVISOR=target/debug/hawser`
 //! runs them against the hidden `hawser pod-supervisor` instead.
 
-use hawser_agent::runtime::process::{Cgroup, Placement, ProcessRuntime};
-use hawser_agent::runtime::{ContainerSpec, ContainerState, ExitReason, Limits, Mount, Runtime, RuntimeError, SandboxSpec};
+use hawser_agent::runtime::process::{Cgroup, ProcessRuntime};
+use hawser_agent::runtime::{ContainerState, ExitReason, Limits, Mount, Runtime, RuntimeError};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 
-const MIB: u64 = 1024 * 1024;
-const RESOLV_CONF: &str = "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
-const HOSTS: &str = "127.0.0.1\tlocalhost\n10.244.0.7\tweb-0\n";
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn supervisor_exe() -> PathBuf {
-    std::env::var_os("HAWSER_TEST_SUPERVISOR").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hawser-pod-supervisor")), PathBuf::from)
-}
-
-/// One test's state dir and cgroup root; dropping it ends every process
-/// left in that cgroup and removes it.
-struct Fixture {
-    state: TempDir,
-    cgroup: Cgroup,
-}
-
-impl Fixture {
-    fn new(test: &str) -> Option<Self> {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipping {test}: the process runtime needs root (namespaces, mounts, cgroups)");
-            return None;
-        }
-        let name = format!("hawser-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let cgroup = match Cgroup::detect(&name, Placement::BelowOwn) {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                eprintln!("skipping {test}: no usable cgroups: {e}");
-                return None;
-            }
-        };
-        let state = tempfile::Builder::new().prefix("hawser-rt-").tempdir().expect("creating a state dir");
-        Some(Self { state, cgroup })
-    }
-
-    /// A runtime over this fixture's state; a second one is a restarted agent.
-    fn runtime(&self) -> ProcessRuntime {
-        ProcessRuntime::new(self.state.path().to_path_buf(), self.cgroup.clone(), supervisor_exe())
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.cgroup.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cgroup.populated().unwrap_or(false) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Err(e) = self.cgroup.remove() {
-            eprintln!("cleaning up cgroup {:?}: {e}", self.cgroup);
-        }
-    }
-}
-
-fn sandbox_spec(uid: &str) -> SandboxSpec {
-    SandboxSpec {
-        pod_uid: uid.to_string(),
-        namespace: "default".into(),
-        name: "web-0".into(),
-        hostname: "web-0".into(),
-        resolv_conf: RESOLV_CONF.into(),
-        hosts: HOSTS.into(),
-        limits: Limits::default(),
-    }
-}
-
-fn container(name: &str, argv: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        name: name.into(),
-        attempt: 0,
-        argv: argv.iter().map(|a| a.to_string()).collect(),
-        env: Vec::new(),
-        working_dir: None,
-        image: "busybox:1.36".into(),
-        limits: Limits::default(),
-        mounts: Vec::new(),
-    }
-}
+mod common;
+use common::{HOSTS, MIB, RESOLV_CONF, Scratch, container, sandbox_spec, supervisor_exe};
 
 async fn wait_exited(rt: &ProcessRuntime, uid: &str, name: &str) -> (u32, ContainerState) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -181,7 +101,7 @@ fn pids_in(dir: &Path) -> Vec<u32> {
 
 #[tokio::test]
 async fn a_sandbox_has_its_own_namespaces_hostname_and_etc_files() {
-    let Some(fixture) = Fixture::new("a_sandbox_has_its_own_namespaces_hostname_and_etc_files") else { return };
+    let fixture = Scratch::new();
     let rt = fixture.runtime();
     let host_resolv_conf = fs::read_to_string("/etc/resolv.conf").unwrap();
 
@@ -213,7 +133,7 @@ async fn a_sandbox_has_its_own_namespaces_hostname_and_etc_files() {
 
 #[tokio::test]
 async fn a_container_runs_its_argv_with_exactly_its_env_and_working_dir() {
-    let Some(fixture) = Fixture::new("a_container_runs_its_argv_with_exactly_its_env_and_working_dir") else { return };
+    let fixture = Scratch::new();
     let rt = fixture.runtime();
     rt.run_sandbox(&sandbox_spec("pod-run")).await.unwrap();
 
@@ -267,7 +187,7 @@ async fn a_container_runs_its_argv_with_exactly_its_env_and_working_dir() {
 
 #[tokio::test]
 async fn stop_sends_sigterm_then_sigkill_after_the_grace_period() {
-    let Some(fixture) = Fixture::new("stop_sends_sigterm_then_sigkill_after_the_grace_period") else { return };
+    let fixture = Scratch::new();
     let rt = fixture.runtime();
     rt.run_sandbox(&sandbox_spec("pod-stop")).await.unwrap();
 
@@ -296,7 +216,7 @@ async fn stop_sends_sigterm_then_sigkill_after_the_grace_period() {
 
 #[tokio::test]
 async fn limits_are_written_and_a_container_over_its_memory_limit_is_oom_killed() {
-    let Some(fixture) = Fixture::new("limits_are_written_and_a_container_over_its_memory_limit_is_oom_killed") else { return };
+    let fixture = Scratch::new();
     let rt = fixture.runtime();
     let mut spec = sandbox_spec("pod-limits");
     spec.limits = Limits { cpu_millis: Some(1000), memory_bytes: Some(256 * MIB) };
@@ -343,7 +263,7 @@ async fn limits_are_written_and_a_container_over_its_memory_limit_is_oom_killed(
 
 #[tokio::test]
 async fn a_restarted_agent_finds_its_pods_still_running() {
-    let Some(fixture) = Fixture::new("a_restarted_agent_finds_its_pods_still_running") else { return };
+    let fixture = Scratch::new();
     let rt = fixture.runtime();
     let sandbox = rt.run_sandbox(&sandbox_spec("pod-restart")).await.unwrap();
     rt.start_container("pod-restart", &container("sleeper", &["sleep", "300"])).await.unwrap();
@@ -370,7 +290,7 @@ async fn a_restarted_agent_finds_its_pods_still_running() {
 
 #[tokio::test]
 async fn remove_sandbox_leaves_no_process_cgroup_or_file_behind() {
-    let Some(fixture) = Fixture::new("remove_sandbox_leaves_no_process_cgroup_or_file_behind") else { return };
+    let fixture = Scratch::new();
     let rt = fixture.runtime();
     rt.run_sandbox(&sandbox_spec("pod-rm")).await.unwrap();
     rt.start_container("pod-rm", &container("a", &["sleep", "300"])).await.unwrap();
@@ -397,7 +317,7 @@ async fn remove_sandbox_leaves_no_process_cgroup_or_file_behind() {
 
 #[tokio::test]
 async fn volumes_are_bind_mounted_into_the_containers_view_only() {
-    let Some(fixture) = Fixture::new("volumes_are_bind_mounted_into_the_containers_view_only") else { return };
+    let fixture = Scratch::new();
     let rt = fixture.runtime();
     rt.run_sandbox(&sandbox_spec("pod-vol")).await.unwrap();
     let source = fixture.state.path().join("volume");
@@ -442,7 +362,7 @@ async fn agent_process_to_be_killed() {
 #[tokio::test]
 async fn a_pod_outlives_kill_9_of_its_agent() {
     use tokio::io::AsyncBufReadExt;
-    let Some(fixture) = Fixture::new("a_pod_outlives_kill_9_of_its_agent") else { return };
+    let fixture = Scratch::new();
     let mut agent = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "agent_process_to_be_killed", "--ignored", "--nocapture"])
         .env("HAWSER_TEST_AGENT_STATE", fixture.state.path())

@@ -3,14 +3,14 @@
 //! token, kubelet's paths, and for exec a real WebSocket client on the
 //! `v5.channel.k8s.io` protocol.
 //!
-//! Needs root, as the process runtime does (tests skip with a message
-//! otherwise). Every test has its own state directory and cgroup root,
-//! cleaned up as in `process_runtime.rs`.
+//! Needs root, as the process runtime does (tests fail with the reason
+//! otherwise). Every test has its own state directory and cgroup root
+//! (`common::Scratch`), cleaned up also when the test fails.
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use hawser_agent::runtime::process::{Cgroup, Placement, ProcessRuntime};
-use hawser_agent::runtime::{ContainerSpec, ContainerState, Limits, Runtime, SandboxSpec};
+use hawser_agent::runtime::process::ProcessRuntime;
+use hawser_agent::runtime::{ContainerSpec, ContainerState, Runtime};
 use hawser_agent::server::AgentServer;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -18,47 +18,29 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const TOKEN: &str = "cluster-token";
 const UID: &str = "pod-srv";
-const RESOLV_CONF: &str = "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+mod common;
+use common::{RESOLV_CONF, Scratch, container, sandbox_spec};
 
-fn supervisor_exe() -> PathBuf {
-    std::env::var_os("HAWSER_TEST_SUPERVISOR").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hawser-pod-supervisor")), PathBuf::from)
-}
-
-/// One test's state dir, cgroup root, runtime and running agent server.
+/// One test's scratch state and cgroup, runtime and running agent server.
+/// (Fields drop in order: the server stops before the cgroup is emptied.)
 struct Fixture {
-    _state: TempDir,
-    cgroup: Cgroup,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
     runtime: Arc<ProcessRuntime>,
     addr: SocketAddr,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _scratch: Scratch,
 }
 
 impl Fixture {
-    async fn new(test: &str) -> Option<Self> {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipping {test}: the process runtime needs root (namespaces, mounts, cgroups)");
-            return None;
-        }
-        let name = format!("hawser-srv-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let cgroup = match Cgroup::detect(&name, Placement::BelowOwn) {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                eprintln!("skipping {test}: no usable cgroups: {e}");
-                return None;
-            }
-        };
-        let state = tempfile::Builder::new().prefix("hawser-srv-").tempdir().expect("creating a state dir");
-        let runtime = Arc::new(ProcessRuntime::new(state.path().to_path_buf(), cgroup.clone(), supervisor_exe()));
+    async fn new() -> Self {
+        let scratch = Scratch::new();
+        let runtime = Arc::new(scratch.runtime());
         let lookup = |namespace: &str, name: &str| (namespace == "default" && name == "web-0").then(|| UID.to_string());
         let server =
             AgentServer::bind("127.0.0.1:0".parse().unwrap(), vec![TOKEN.into()], runtime.clone(), Arc::new(lookup)).await.unwrap();
@@ -67,21 +49,12 @@ impl Fixture {
         tokio::spawn(server.serve(async move {
             let _ = stop.await;
         }));
-        Some(Self { _state: state, cgroup, runtime, addr, _shutdown: shutdown })
+        Self { _shutdown: shutdown, runtime, addr, _scratch: scratch }
     }
 
     /// Pod `default/web-0` with the given containers started (attempt 0).
     async fn pod(&self, containers: &[ContainerSpec]) {
-        let spec = SandboxSpec {
-            pod_uid: UID.into(),
-            namespace: "default".into(),
-            name: "web-0".into(),
-            hostname: "web-0".into(),
-            resolv_conf: RESOLV_CONF.into(),
-            hosts: "127.0.0.1\tlocalhost\n".into(),
-            limits: Limits::default(),
-        };
-        self.runtime.run_sandbox(&spec).await.unwrap();
+        self.runtime.run_sandbox(&sandbox_spec(UID)).await.unwrap();
         for container in containers {
             self.runtime.start_container(UID, container).await.unwrap();
         }
@@ -166,31 +139,6 @@ impl Fixture {
     }
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.cgroup.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cgroup.populated().unwrap_or(false) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Err(e) = self.cgroup.remove() {
-            eprintln!("cleaning up cgroup {:?}: {e}", self.cgroup);
-        }
-    }
-}
-
-fn container(name: &str, argv: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        name: name.into(),
-        attempt: 0,
-        argv: argv.iter().map(|a| a.to_string()).collect(),
-        env: Vec::new(),
-        working_dir: None,
-        image: "busybox:1.36".into(),
-        limits: Limits::default(),
-        mounts: Vec::new(),
-    }
-}
 
 fn encode(s: &str) -> String {
     s.bytes()
@@ -200,52 +148,12 @@ fn encode(s: &str) -> String {
 
 /// What the API server does: TLS without verifying the agent's certificate.
 fn insecure_client_config() -> Arc<rustls::ClientConfig> {
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-    impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    Arc::new(config)
+    hawser_runtime::tls::trust_any_server(&[])
 }
 
 #[tokio::test]
 async fn exec_runs_in_the_containers_namespaces_cgroup_env_and_working_dir() {
-    let Some(fx) = Fixture::new("exec_runs_in_the_containers_namespaces_cgroup_env_and_working_dir").await else { return };
+    let fx = Fixture::new().await;
     let mut app = container("app", &["sh", "-c", "echo started; exec sleep 600"]);
     app.env = vec![("GREETING".into(), "hello from app".into()), ("PATH".into(), "/usr/bin:/bin".into())];
     app.working_dir = Some("/tmp".into());
@@ -269,7 +177,7 @@ async fn exec_runs_in_the_containers_namespaces_cgroup_env_and_working_dir() {
 
 #[tokio::test]
 async fn exec_reports_exit_codes_and_stderr_and_takes_stdin() {
-    let Some(fx) = Fixture::new("exec_reports_exit_codes_and_stderr_and_takes_stdin").await else { return };
+    let fx = Fixture::new().await;
     fx.pod(&[container("app", &["sleep", "600"])]).await;
 
     let (stdout, stderr, status) = fx.exec("app", &["sh", "-c", "echo out; echo err >&2; exit 3"], None).await.unwrap();
@@ -291,7 +199,7 @@ async fn exec_reports_exit_codes_and_stderr_and_takes_stdin() {
 
 #[tokio::test]
 async fn exec_refusals_come_before_the_upgrade_as_statuses() {
-    let Some(fx) = Fixture::new("exec_refusals_come_before_the_upgrade_as_statuses").await else { return };
+    let fx = Fixture::new().await;
     fx.pod(&[container("app", &["sleep", "600"]), container("done", &["true"])]).await;
     fx.wait_exited("done").await;
 
@@ -319,7 +227,7 @@ async fn exec_refusals_come_before_the_upgrade_as_statuses() {
 
 #[tokio::test]
 async fn logs_follow_until_the_container_ends_and_take_the_kubelets_options() {
-    let Some(fx) = Fixture::new("logs_follow_until_the_container_ends_and_take_the_kubelets_options").await else { return };
+    let fx = Fixture::new().await;
     let script = "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done; echo bye >&2";
     fx.pod(&[container("app", &["sh", "-c", script])]).await;
 

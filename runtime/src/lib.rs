@@ -32,6 +32,7 @@ pub mod expectations;
 pub mod informer;
 pub mod objects;
 pub mod queue;
+pub mod tls;
 
 pub use controller::{Action, run_workers};
 pub use informer::{Change, Informer, Informers, ObjectKey};

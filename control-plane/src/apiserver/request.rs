@@ -70,7 +70,7 @@ pub struct Query(HashMap<String, String>);
 
 impl Query {
     pub fn parse(raw: Option<&str>) -> Self {
-        Self(raw.map(|q| url_decode_pairs(q).collect()).unwrap_or_default())
+        Self(raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default())
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -114,33 +114,6 @@ pub enum FieldValidation {
     Ignore,
 }
 
-fn url_decode_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k), percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// What the client accepts back, from the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

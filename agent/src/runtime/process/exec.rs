@@ -18,14 +18,10 @@ use rustix::thread::LinkNameSpaceType;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use super::supervisor::resolve;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-
-/// As the supervisor's: where commands are looked up when the container's
-/// environment has no `PATH`.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The namespaces a command joins, in the order joined: the mount namespace
 /// last, as nothing after it may need a host path.
@@ -162,19 +158,6 @@ fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Finds a command without a `/` along the container's `PATH`, as the
-/// supervisor does for the container's own command.
-fn resolve(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
-    if program.contains('/') {
-        return Ok(PathBuf::from(program));
-    }
-    let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-        .ok_or_else(|| format!("exec: {program:?}: executable file not found in $PATH ({path})"))
-}
 
 #[cfg(test)]
 mod tests {
@@ -185,13 +168,5 @@ mod tests {
         let env = parse_environ(b"PATH=/bin:/usr/bin\0A=b=c\0EMPTY=\0junk\0\0");
         let expect = [("PATH", "/bin:/usr/bin"), ("A", "b=c"), ("EMPTY", "")];
         assert_eq!(env, expect.map(|(k, v)| (k.to_string(), v.to_string())));
-    }
-
-    #[test]
-    fn commands_are_looked_up_along_the_containers_path() {
-        assert_eq!(resolve("sh", &[]).unwrap().file_name().unwrap(), "sh");
-        assert_eq!(resolve("/x/y", &[]).unwrap(), PathBuf::from("/x/y"));
-        let err = resolve("sh", &[("PATH".into(), "/nonexistent".into())]).unwrap_err();
-        assert!(err.contains("executable file not found"), "{err}");
     }
 }

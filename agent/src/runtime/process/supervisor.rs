@@ -536,7 +536,8 @@ fn prepare_mount(mount: &Mount) -> Result<BindMount, String> {
 
 /// Finds a command without a `/` along the container's `PATH` (or
 /// [`DEFAULT_PATH`]), as a shell would; the env itself is left as given.
-fn resolve(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
+/// (Also what `exec` in a container runs.)
+pub(super) fn resolve(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
@@ -545,7 +546,7 @@ fn resolve(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
         .filter(|dir| !dir.is_empty())
         .map(|dir| Path::new(dir).join(program))
         .find(|candidate| fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-        .ok_or_else(|| format!("executable {program:?} not found in PATH {path:?}"))
+        .ok_or_else(|| format!("exec: {program:?}: executable file not found in $PATH ({path})"))
 }
 
 /// (exit code, signal): a signal is reported as 128 + its number, as shells do.
@@ -604,7 +605,7 @@ mod tests {
         assert_eq!(resolve("sh", &[]).unwrap().file_name().unwrap(), "sh");
         assert_eq!(resolve("./run", &[]).unwrap(), PathBuf::from("./run"));
         let err = resolve("sh", &[("PATH".into(), "/nonexistent".into())]).unwrap_err();
-        assert!(err.contains("not found in PATH \"/nonexistent\""), "{err}");
+        assert!(err.contains("executable file not found in $PATH (/nonexistent)"), "{err}");
     }
 
     #[test]
