@@ -108,6 +108,9 @@ pub struct Worker {
     volumes: HashMap<String, PathBuf>,
     volumes_refreshed: Option<Instant>,
     written: Option<Value>,
+    /// The pod's resourceVersion when `written` was sent: while the pod
+    /// still shows it, the informer has not caught up with the write.
+    written_over: Option<String>,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
     probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
 }
@@ -155,6 +158,7 @@ impl Worker {
             volumes: HashMap::new(),
             volumes_refreshed: None,
             written: None,
+            written_over: None,
             probe_tx,
             probe_rx,
         }
@@ -584,17 +588,25 @@ impl Worker {
         self.ctx.runtime.version().split("://").next().unwrap_or("hawser").to_string()
     }
 
-    /// Writes the pod's status if it differs from what was last written.
+    /// Writes the pod's status if it differs from what was last written, or
+    /// from what the API shows once it has caught up (someone else, such as
+    /// the node lifecycle controller marking the pod not ready while this
+    /// agent was away, wrote over it).
     async fn write_status(&mut self) {
         let previous = self.pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
         let mut status = pod_status(&self.view(), previous.as_ref());
         status["qosClass"] = json!(spec::qos_class(&self.pod));
-        if self.written.as_ref() == Some(&status) {
+        let caught_up = self.written_over != self.pod.metadata.resource_version;
+        let overwritten = caught_up && previous.as_ref().is_some_and(|api| !same_status(api, &status));
+        if self.written.as_ref() == Some(&status) && !overwritten {
             return;
         }
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace());
         match api.patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
-            Ok(_) => self.written = Some(status),
+            Ok(_) => {
+                self.written = Some(status);
+                self.written_over = self.pod.metadata.resource_version.clone();
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => self.gone = true,
             Err(e) => {
                 tracing::warn!(pod = self.name(), namespace = self.namespace(), error = %e, "writing pod status; retrying at the next sync")
@@ -662,4 +674,35 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether the API's status says what `ours` says about what others read:
+/// phase, addresses, each condition's status, each container's state,
+/// readiness and restart count.
+fn same_status(api: &Value, ours: &Value) -> bool {
+    let conditions = |s: &Value| -> Vec<(String, String)> {
+        let mut c: Vec<(String, String)> = s["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] != "PodScheduled")
+            .map(|c| (c["type"].to_string(), c["status"].to_string()))
+            .collect();
+        c.sort();
+        c
+    };
+    let containers = |s: &Value| -> Vec<(String, String, String, String)> {
+        ["initContainerStatuses", "containerStatuses"]
+            .iter()
+            .flat_map(|k| s[*k].as_array().cloned().unwrap_or_default())
+            .map(|c| {
+                let state = c["state"].as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+                (c["name"].to_string(), state, c["ready"].to_string(), c["restartCount"].to_string())
+            })
+            .collect()
+    };
+    api["phase"] == ours["phase"]
+        && api["podIP"] == ours["podIP"]
+        && conditions(api) == conditions(ours)
+        && containers(api) == containers(ours)
 }
