@@ -114,7 +114,6 @@ pub enum FieldValidation {
     Ignore,
 }
 
-
 /// What the client accepts back, from the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Render {

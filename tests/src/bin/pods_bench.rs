@@ -123,7 +123,8 @@ async fn startup(client: &kube::Client, replicas: usize) -> Result<()> {
 /// (resident bytes, CPU ticks used) of a process.
 fn usage(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).context("VmRSS")?;
+    let rss_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).context("VmRSS")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at state.
     let rest = stat.rsplit_once(')').context("stat format")?.1;
@@ -144,6 +145,10 @@ async fn at_rest(client: &kube::Client, pods: usize, window: Duration, agent_pid
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (ticks_after - ticks_before) as f64 / hz / window.as_secs_f64() * 100.0;
     println!("{pods} pods Ready on one node in {:.1} s; then at rest for {} s:", total.as_secs_f64(), window.as_secs());
-    println!("  agent RSS {:.1} MiB (before the pods: {:.1} MiB), agent CPU {cpu:.1}% of one core", rss as f64 / 1048576.0, rss_before as f64 / 1048576.0);
+    println!(
+        "  agent RSS {:.1} MiB (before the pods: {:.1} MiB), agent CPU {cpu:.1}% of one core",
+        rss as f64 / 1048576.0,
+        rss_before as f64 / 1048576.0
+    );
     delete_rc(client, "idle").await
 }

@@ -10,6 +10,7 @@
 //! fork and exec, with descriptors opened beforehand, so the child only
 //! makes raw syscalls (see `supervisor::enter_container` for the same rule).
 
+use super::supervisor::resolve;
 use super::{ProcessRuntime, blocking, check_name, io_error};
 use crate::runtime::{ContainerState, ExecSession, Runtime, RuntimeError};
 use futures::FutureExt;
@@ -18,7 +19,6 @@ use rustix::thread::LinkNameSpaceType;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use super::supervisor::resolve;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -157,7 +157,6 @@ fn parse_environ(raw: &[u8]) -> Vec<(String, String)> {
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {
