@@ -11,6 +11,7 @@ use crate::network::{self, NodeNetwork};
 use crate::node::{self, Machine, NodeConfig};
 use crate::pods::{self, PodManager, spec::DnsSettings};
 use crate::runtime::Runtime;
+use crate::runtime::docker::{DockerRuntime, ensure_image_from_binary};
 use crate::runtime::process::{Cgroup, Placement, ProcessRuntime};
 use crate::server::AgentServer;
 use anyhow::Context;
@@ -21,7 +22,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Which container runtime runs the pods.
@@ -29,8 +30,11 @@ use std::sync::Arc;
 pub enum RuntimeKind {
     /// The embedded process runtime (nothing to install).
     Process,
-    /// Docker through the engine socket at this path.
-    Docker { socket: PathBuf },
+    /// Docker through the engine socket at `socket`, sandboxes being
+    /// containers of `pause_image`. When the engine lacks that image and
+    /// `pause_binary` (a static `hawser-pause`) is given, the agent builds
+    /// the image from it; images are never pulled.
+    Docker { socket: PathBuf, pause_image: String, pause_binary: Option<PathBuf> },
 }
 
 /// Everything `hawser agent` is told.
@@ -91,8 +95,32 @@ async fn runtime(config: &AgentConfig) -> anyhow::Result<Arc<dyn Runtime>> {
             let state = config.data_dir.join("runtime");
             Ok(Arc::new(ProcessRuntime::new(state, cgroup, config.supervisor_exe.clone())))
         }
-        // TODO(issue 4, before commit): the docker runtime, once it lands.
-        RuntimeKind::Docker { socket } => anyhow::bail!("the docker runtime at {} is not wired in yet", socket.display()),
+        RuntimeKind::Docker { socket, pause_image, pause_binary } => {
+            let state = config.data_dir.join("docker");
+            let docker = DockerRuntime::connect(socket, pause_image.clone(), state).await?;
+            ensure_pause_image(&docker, socket, pause_image, pause_binary.as_deref()).await?;
+            Ok(Arc::new(docker))
+        }
+    }
+}
+
+/// Makes sure the engine has the pause image: built from `binary` when it
+/// is missing and a binary is given, else a clear error naming the flags.
+async fn ensure_pause_image(docker: &DockerRuntime, socket: &Path, image: &str, binary: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(binary) = binary {
+        ensure_image_from_binary(docker.docker(), image, binary, &[])
+            .await
+            .with_context(|| format!("building the pause image {image} from --pause-binary {}", binary.display()))?;
+        return Ok(());
+    }
+    match docker.docker().inspect_image(image).await {
+        Ok(_) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => anyhow::bail!(
+            "the pause image {image} (--pause-image) is not in the Docker engine at {} and no --pause-binary was given to build it from \
+             (a statically linked hawser-pause)",
+            socket.display()
+        ),
+        Err(e) => Err(anyhow::anyhow!("looking up the pause image {image} in the Docker engine at {}: {e}", socket.display())),
     }
 }
 

@@ -114,6 +114,15 @@ struct NodeArgs {
     /// The Docker engine's socket, for `--runtime docker`.
     #[arg(long, default_value = "/var/run/docker.sock")]
     docker_socket: PathBuf,
+    /// The image of the pause container holding each pod's namespaces, for
+    /// `--runtime docker` (never pulled: the engine must have it, or
+    /// `--pause-binary` builds it).
+    #[arg(long, default_value = concat!("hawser-pause:", env!("CARGO_PKG_VERSION")))]
+    pause_image: String,
+    /// A statically linked `hawser-pause` (crate `pause/`) to build
+    /// `--pause-image` from when the engine lacks it.
+    #[arg(long)]
+    pause_binary: Option<PathBuf>,
     /// Where the agent keeps its state (IPAM, runtime state, pod volumes).
     #[arg(long)]
     agent_data_dir: Option<PathBuf>,
@@ -177,7 +186,11 @@ impl NodeArgs {
             node_ip,
             labels,
             runtime: match self.runtime.as_str() {
-                "docker" => RuntimeKind::Docker { socket: self.docker_socket.clone() },
+                "docker" => RuntimeKind::Docker {
+                    socket: self.docker_socket.clone(),
+                    pause_image: self.pause_image.clone(),
+                    pause_binary: self.pause_binary.clone(),
+                },
                 _ => RuntimeKind::Process,
             },
             data_dir: self.agent_data_dir.clone().unwrap_or(default_data_dir),

@@ -428,6 +428,11 @@ fn cluster_up(nodes: usize, runtime: &str) -> Result<()> {
     let mut serve = Command::new(target_dir()?.join("debug").join("netns_cluster"));
     serve.args(["serve", "--nodes", &nodes.to_string(), "--state"]).arg(&state);
     serve.arg(format!("--agent-arg=--runtime={runtime}"));
+    if runtime == "docker" {
+        // The engine (`--docker-socket`, default /var/run/docker.sock) may
+        // lack the pause image: the agents build it from this binary.
+        serve.arg(format!("--agent-arg=--pause-binary={}", static_pause()?.display()));
+    }
     {
         use std::os::unix::process::CommandExt;
         serve.process_group(0);
@@ -464,6 +469,22 @@ fn cluster_up(nodes: usize, runtime: &str) -> Result<()> {
     println!("export KUBECONFIG={}", state.join("kubeconfig.yaml").display());
     println!("(`cargo xtask cluster down` removes it; its log is {})", log_path.display());
     Ok(())
+}
+
+/// `hawser-pause` linked statically (it goes alone into a `FROM scratch`
+/// image), built in a target dir of its own so the workspace's ordinary
+/// build of it is left alone.
+fn static_pause() -> Result<PathBuf> {
+    let target = target_dir()?.join("static-pause");
+    run(
+        "build the static pause binary",
+        cargo().args(["rustc", "-p", "hawser-pause", "--bin", "hawser-pause", "--target-dir"]).arg(&target).args([
+            "--",
+            "-C",
+            "target-feature=+crt-static",
+        ]),
+    )?;
+    Ok(target.join("debug").join("hawser-pause"))
 }
 
 /// `cargo xtask cluster down`: SIGTERM to `serve`, which tears the cluster

@@ -138,11 +138,7 @@ pub trait Runtime: Send + Sync {
     fn log_path(&self, pod_uid: &str, name: &str, attempt: u32) -> PathBuf;
     /// Runs `argv` inside running container `name` (its namespaces, cgroup,
     /// environment and working directory), as `kubectl exec` asks.
-    // TODO(issue 4): drop this default once both runtimes implement exec.
-    async fn exec(&self, pod_uid: &str, name: &str, argv: &[String], stdin: bool) -> Result<ExecSession, RuntimeError> {
-        let _ = (pod_uid, name, argv, stdin);
-        Err(RuntimeError::Other(format!("exec is not supported by {}", self.version())))
-    }
+    async fn exec(&self, pod_uid: &str, name: &str, argv: &[String], stdin: bool) -> Result<ExecSession, RuntimeError>;
 }
 
 /// A command started by [`Runtime::exec`]: its standard streams and its end.
