@@ -92,7 +92,8 @@ impl Fixture {
     /// One exec session: `stdin` is sent (then closed, v5) after the
     /// upgrade; returns stdout, stderr and the Status of the error channel.
     async fn exec(&self, container: &str, command: &[&str], stdin: Option<&str>) -> Result<(String, String, Value), (u16, Value)> {
-        let mut query: Vec<String> = command.iter().map(|c| format!("command={}", encode(c))).collect();
+        let mut query: Vec<String> =
+            command.iter().map(|c| format!("command={}", form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>())).collect();
         query.push("stdout=true&stderr=true".into());
         if stdin.is_some() {
             query.push("stdin=true".into());
@@ -137,12 +138,6 @@ impl Fixture {
             serde_json::from_slice(&error).unwrap_or_else(|e| panic!("{:?} on the error channel: {e}", String::from_utf8_lossy(&error)));
         Ok((String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap(), status))
     }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 /// What the API server does: TLS without verifying the agent's certificate.

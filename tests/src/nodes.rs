@@ -1,18 +1,29 @@
 //! Real clusters on one machine: nodes are network-namespace hosts on the
-//! underlay LAN ([`crate::netns`]), each running a real `hawser agent` with
-//! the process runtime, so pods are real processes with real addresses.
+//! underlay LAN ([`crate::netns`]), each running a real `hawser agent`, so
+//! pods are real processes with real addresses.
 //!
 //! - [`NetnsCluster`]: the control plane on the LAN's router address and N
 //!   agents (`n1`, `n2`, ... at 198.51.100.11, .12, ...).
 //! - [`OneNode`]: `hawser up` (control plane and agent in one process)
 //!   inside one host, as a user runs it on a machine.
 //!
+//! Either runs its pods with the [`Runtime`] it is started with: the
+//! embedded process runtime (pods run the host's test server binary), or
+//! Docker: one [`Dockerd`] per cluster in the machine's own network
+//! namespace, which every agent reaches over its unix socket
+//! (`--runtime docker --docker-socket ...`), building the pause image from
+//! the static pause binary (`--pause-image ... --pause-binary ...`); pods
+//! run the `FROM scratch` test server image. A test writes its pods with
+//! [`Runtime::server_command`] and [`Runtime::server_image`], so the same
+//! test code runs against both.
+//!
 //! Dropping either (also when a test fails) kills the agents and every pod
-//! process (by the agents' cgroups), then deletes the namespaces, links
-//! and files.
+//! process (by the agents' cgroups, and by stopping the dockerd), then
+//! deletes the namespaces, links and files.
 
+use crate::docker::{Dockerd, TEST_SERVER_IMAGE, TEST_SERVER_PATH, static_test_server};
 use crate::netns::{self, Lan, Netns};
-use crate::{TestCluster, hawser_binary, poll_until};
+use crate::{TestCluster, block_on, hawser_binary, poll_until};
 use std::fs::{self, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -27,6 +38,48 @@ pub fn test_server_binary() -> PathBuf {
     let path = hawser_binary().with_file_name("hawser-test-server");
     assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
     path
+}
+
+/// The container runtime a test cluster's agents run pods with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// The embedded process runtime: pods run programs of the host.
+    Process,
+    /// Docker, through a dockerd of the cluster's own.
+    Docker,
+}
+
+impl Runtime {
+    /// The test server as a pod's `command[0]`: the host's binary for the
+    /// process runtime, the binary inside [`TEST_SERVER_IMAGE`] for Docker.
+    pub fn server_command(self) -> String {
+        match self {
+            Runtime::Process => test_server_command(),
+            Runtime::Docker => TEST_SERVER_PATH.to_string(),
+        }
+    }
+
+    /// A test server pod's `image` (the process runtime only records it).
+    pub fn server_image(self) -> &'static str {
+        match self {
+            Runtime::Process => "hawser-test-server",
+            Runtime::Docker => TEST_SERVER_IMAGE,
+        }
+    }
+
+    /// For Docker: a dockerd of the cluster's own with the test server
+    /// image in it, and the agent flags that use it.
+    fn start(self, what: &str) -> (Option<Dockerd>, Vec<String>) {
+        match self {
+            Runtime::Process => (None, Vec::new()),
+            Runtime::Docker => {
+                let dockerd = Dockerd::start(what);
+                block_on(dockerd.build_image(TEST_SERVER_IMAGE, &static_test_server()));
+                let args = dockerd.agent_args();
+                (Some(dockerd), args)
+            }
+        }
+    }
 }
 
 /// One network-namespace host running a node agent (or `hawser up`).
@@ -121,6 +174,10 @@ pub struct NetnsCluster {
     pub nodes: Vec<AgentHost>,
     pub control: TestCluster,
     pub lan: Lan,
+    pub runtime: Runtime,
+    /// The agents' engine (Docker only), dropped last: stopping it ends
+    /// the pods' containers.
+    pub dockerd: Option<Dockerd>,
 }
 
 impl std::ops::Deref for NetnsCluster {
@@ -145,6 +202,14 @@ impl NetnsCluster {
 
     /// As [`start`](Self::start), with extra `hawser agent` flags.
     pub fn start_with(count: usize, server_args: &[&str], agent_args: &[&str]) -> Self {
+        Self::start_on(Runtime::Process, count, server_args, agent_args)
+    }
+
+    /// As [`start_with`](Self::start_with), the agents running pods with
+    /// `runtime` (Docker: one dockerd for all of them).
+    pub fn start_on(runtime: Runtime, count: usize, server_args: &[&str], agent_args: &[&str]) -> Self {
+        // First made, last dropped should the start fail.
+        let (dockerd, runtime_args) = runtime.start("a netns cluster");
         let mut lan = Lan::new(&netns::run_id());
         let mut args = vec!["--advertise-address", "198.51.100.1"];
         args.extend_from_slice(server_args);
@@ -176,12 +241,13 @@ impl NetnsCluster {
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(runtime_args.iter().cloned())
             .chain(agent_args.iter().map(|s| s.to_string()))
             .collect();
             host.spawn_agent();
             nodes.push(host);
         }
-        let cluster = Self { nodes, control, lan };
+        let cluster = Self { nodes, control, lan, runtime, dockerd };
         cluster.wait_nodes_ready();
         cluster
     }
@@ -218,6 +284,9 @@ pub struct OneNode {
     pub cluster: TestCluster,
     pub host: AgentHost,
     pub lan: Lan,
+    pub runtime: Runtime,
+    /// The agent's engine (Docker only), dropped last.
+    pub dockerd: Option<Dockerd>,
 }
 
 impl std::ops::Deref for OneNode {
@@ -238,13 +307,21 @@ impl Drop for OneNode {
 impl OneNode {
     /// `hawser up` as node `n1` at 198.51.100.11, with extra flags.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_on(Runtime::Process, args)
+    }
+
+    /// As [`start`](Self::start), running pods with `runtime`.
+    pub fn start_on(runtime: Runtime, args: &[&str]) -> Self {
+        // First made, last dropped should the start fail.
+        let (dockerd, runtime_args) = runtime.start("hawser up in a netns host");
         let mut lan = Lan::new(&netns::run_id());
         let host = AgentHost::new(&mut lan, "n1", Ipv4Addr::new(198, 51, 100, 11), PathBuf::from("/dev/null"));
         let mut all = vec!["--node-name", "n1", "--cgroup-root", host.cgroup_root.as_str()];
+        all.extend(runtime_args.iter().map(String::as_str));
         all.extend_from_slice(args);
         let cluster = TestCluster::start_in(&host.ns, "up", SocketAddr::from(([0, 0, 0, 0], API_PORT)), &all);
         wait_nodes_ready(&cluster, &["n1".to_string()]);
-        Self { cluster, host, lan }
+        Self { cluster, host, lan, runtime, dockerd }
     }
 
     /// Kills `hawser up` (control plane and agent) and starts it again.

@@ -1,17 +1,50 @@
 //! Real pods on real agents: `hawser up` in a network-namespace host, and a
 //! 3-node cluster of namespace hosts. The pods run the workspace's test
-//! HTTP server (`hawser-test-server`) with the process runtime, so every
-//! check is a real process answering on a real address.
+//! HTTP server (`hawser-test-server`), so every check is a real process
+//! answering on a real address.
+//!
+//! What does not depend on the runtime is written once, as a function of
+//! the [`Runtime`], and run against both: the process runtime (`process::`
+//! tests; pods run the host's binary) and Docker (`docker::` tests; a
+//! dockerd of each test's own, pods from the `FROM scratch` test server
+//! image). What reads the process runtime's cgroups runs on it alone.
 
-use hawser_tests::nodes::{NetnsCluster, OneNode, test_server_command};
+use hawser_tests::nodes::{NetnsCluster, OneNode, Runtime};
 use hawser_tests::{poll_until, table_cells};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+/// `#[test]` wrappers running each function named against both runtimes.
+macro_rules! on_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        mod process {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Runtime::Process)
+            })*
+        }
+        mod docker {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Runtime::Docker)
+            })*
+        }
+    };
+}
+
+on_both_runtimes!(
+    an_rc_runs_as_real_processes_with_their_own_addresses,
+    pods_on_different_nodes_reach_each_other_and_every_node_has_its_own_block,
+    containers_restart_when_they_exit_or_are_unhealthy_and_readiness_follows_the_probe,
+    a_container_over_its_memory_limit_is_oom_killed,
+    logs_and_exec_reach_the_container_through_the_api_server,
+    deleting_a_pod_removes_its_containers_veth_and_address,
+);
+
 /// An RC of `replicas` test servers labelled app=`name`, with a readiness
 /// probe on `/ready`.
-fn rc(name: &str, replicas: u32) -> String {
+fn rc(runtime: Runtime, name: &str, replicas: u32) -> String {
     format!(
         r#"apiVersion: v1
 kind: ReplicationController
@@ -29,7 +62,7 @@ spec:
       terminationGracePeriodSeconds: 5
       containers:
       - name: web
-        image: hawser-test-server
+        image: {image}
         command: ["{server}"]
         ports:
         - name: http
@@ -40,7 +73,8 @@ spec:
             port: http
           periodSeconds: 1
 "#,
-        server = test_server_command()
+        image = runtime.server_image(),
+        server = runtime.server_command()
     )
 }
 
@@ -60,10 +94,11 @@ fn name(pod: &Value) -> String {
     pod["metadata"]["name"].as_str().expect("a name").to_string()
 }
 
-#[test]
-fn hawser_up_runs_an_rc_as_real_processes_with_their_own_addresses() {
-    let node = OneNode::start(&[]);
-    node.apply("web.yaml", &rc("web", 3), &[]);
+/// `hawser up` runs an RC of 3 as 3 Ready pods with distinct addresses in
+/// the node's pod CIDR, each answering with its name.
+fn an_rc_runs_as_real_processes_with_their_own_addresses(runtime: Runtime) {
+    let node = OneNode::start_on(runtime, &[]);
+    node.apply("web.yaml", &rc(runtime, "web", 3), &[]);
     let pods = ready_pods(&node, "web", 3);
     let cidr: ipnetwork::Ipv4Network = node.kubectl_ok(&["get", "node", "n1", "-o", "jsonpath={.spec.podCIDR}"]).trim().parse().unwrap();
     let ips: BTreeSet<String> = pods.iter().map(pod_ip).collect();
@@ -85,14 +120,13 @@ fn hawser_up_runs_an_rc_as_real_processes_with_their_own_addresses() {
     }
 }
 
-#[test]
-fn pods_on_different_nodes_reach_each_other_and_every_node_has_its_own_block() {
-    let cluster = NetnsCluster::start(3, &[]);
+fn pods_on_different_nodes_reach_each_other_and_every_node_has_its_own_block(runtime: Runtime) {
+    let cluster = NetnsCluster::start_on(runtime, 3, &[], &[]);
     let cidrs: BTreeSet<String> =
         cluster.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]).split_whitespace().map(str::to_string).collect();
     assert_eq!(cidrs.len(), 3, "one /24 per node: {cidrs:?}");
     assert!(cidrs.iter().all(|c| c.ends_with("/24")));
-    cluster.apply("spread.yaml", &rc("spread", 6), &[]);
+    cluster.apply("spread.yaml", &rc(runtime, "spread", 6), &[]);
     let pods = ready_pods(&cluster, "spread", 6);
     let by_node = |node: &str| pods.iter().find(|p| p["spec"]["nodeName"] == node).unwrap_or_else(|| panic!("a pod on {node}")).clone();
     let (a, b) = (by_node("n1"), by_node("n3"));
@@ -100,7 +134,7 @@ fn pods_on_different_nodes_reach_each_other_and_every_node_has_its_own_block() {
     // client in each pod.
     for (from, to) in [(&a, &b), (&b, &a)] {
         let out =
-            cluster.kubectl_ok(&["exec", &name(from), "--", &test_server_command(), "fetch", &format!("http://{}:8080/", pod_ip(to))]);
+            cluster.kubectl_ok(&["exec", &name(from), "--", &runtime.server_command(), "fetch", &format!("http://{}:8080/", pod_ip(to))]);
         assert_eq!(out.trim(), name(to), "{} → {}", name(from), name(to));
     }
     // And from each node's host namespace to a pod on another node.
@@ -113,9 +147,10 @@ fn pods_on_different_nodes_reach_each_other_and_every_node_has_its_own_block() {
     }
 }
 
-/// A single pod running the test server, with `extra` YAML appended to its
-/// container (indented for the container's map).
-fn pod(name: &str, container_extra: &str, spec_extra: &str) -> String {
+/// A single pod running the test server, with `container_extra` YAML
+/// appended to its container (indented for the container's map) and
+/// `spec_extra` to its spec.
+fn pod(runtime: Runtime, name: &str, container_extra: &str, spec_extra: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Pod
@@ -127,10 +162,11 @@ spec:
   terminationGracePeriodSeconds: 5
 {spec_extra}  containers:
   - name: web
-    image: hawser-test-server
+    image: {image}
     command: ["{server}"]
 {container_extra}"#,
-        server = test_server_command()
+        image = runtime.server_image(),
+        server = runtime.server_command()
     )
 }
 
@@ -150,25 +186,33 @@ fn uid(pod: &Value) -> String {
     pod["metadata"]["uid"].as_str().expect("a uid").to_string()
 }
 
-#[test]
-fn containers_restart_when_killed_or_unhealthy_and_readiness_follows_the_probe() {
-    let node = OneNode::start(&[]);
-    let probes = "    livenessProbe:\n      httpGet: {path: /healthz, port: 8080}\n      periodSeconds: 1\n      failureThreshold: 2\n    readinessProbe:\n      httpGet: {path: /ready, port: 8080}\n      periodSeconds: 1\n";
-    node.apply("probed.yaml", &pod("probed", probes, ""), &[]);
-    let ready = ready_pods(&node, "probed", 1).remove(0);
-    let (ip, uid) = (pod_ip(&ready), uid(&ready));
+fn container_id(pod: &Value) -> String {
+    pod["status"]["containerStatuses"][0]["containerID"].as_str().unwrap_or_default().to_string()
+}
 
-    // Killed from outside: restarted, restartCount 1, last state says how it ended.
-    let pids = node.host.container_pids(&uid, "web");
-    assert_eq!(pids.len(), 1, "one process in the container's cgroup: {pids:?}");
-    // SAFETY: kill(2) on the container's process, as an outside killer would.
-    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
-    let restarted = poll_until(Duration::from_secs(30), "restart after kill", || {
+/// Has the test server of a pod exit with `code` (it answers first).
+fn ask_to_exit(node: &OneNode, ip: &str, code: i32) {
+    node.host.fetch(&format!("http://{ip}:8080/exit?code={code}")).unwrap_or_else(|e| panic!("asking {ip} to exit: {e}"));
+}
+
+fn containers_restart_when_they_exit_or_are_unhealthy_and_readiness_follows_the_probe(runtime: Runtime) {
+    let node = OneNode::start_on(runtime, &[]);
+    let probes = "    livenessProbe:\n      httpGet: {path: /healthz, port: 8080}\n      periodSeconds: 1\n      failureThreshold: 2\n    readinessProbe:\n      httpGet: {path: /ready, port: 8080}\n      periodSeconds: 1\n";
+    node.apply("probed.yaml", &pod(runtime, "probed", probes, ""), &[]);
+    let ready = ready_pods(&node, "probed", 1).remove(0);
+    let ip = pod_ip(&ready);
+    let first = container_id(&pod_json(&node, "probed"));
+
+    // Exited (as a SIGKILL would leave it): restarted, restartCount 1,
+    // last state says how it ended.
+    ask_to_exit(&node, &ip, 137);
+    let restarted = poll_until(Duration::from_secs(30), "restart after the exit", || {
         let p = pod_json(&node, "probed");
         (restart_count(&p) == 1 && is_ready(&p)).then_some(p)
     });
-    assert_eq!(restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137);
-    assert_ne!(node.host.container_pids(&uid, "web"), pids, "a new process");
+    let last = &restarted["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!((&last["exitCode"], &last["reason"]), (&Value::from(137), &Value::from("Error")), "{restarted:#}");
+    assert_ne!(container_id(&restarted), first, "a new run");
 
     // Readiness follows the probe both ways, without a restart.
     node.host.fetch(&format!("http://{ip}:8080/set?ready=false")).unwrap();
@@ -195,11 +239,10 @@ fn containers_restart_when_killed_or_unhealthy_and_readiness_follows_the_probe()
     }
 }
 
-#[test]
-fn a_container_over_its_memory_limit_is_oom_killed() {
-    let node = OneNode::start(&[]);
+fn a_container_over_its_memory_limit_is_oom_killed(runtime: Runtime) {
+    let node = OneNode::start_on(runtime, &[]);
     let extra = "    args: [\"--alloc-mb\", \"200\"]\n    resources:\n      limits: {memory: 48Mi}\n";
-    node.apply("hog.yaml", &pod("hog", extra, "  restartPolicy: Never\n"), &[]);
+    node.apply("hog.yaml", &pod(runtime, "hog", extra, "  restartPolicy: Never\n"), &[]);
     let p = poll_until(Duration::from_secs(60), "the pod fails", || {
         let p = pod_json(&node, "hog");
         (p["status"]["phase"] == "Failed").then_some(p)
@@ -209,36 +252,35 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
     assert_eq!(terminated["exitCode"], 137);
 }
 
-#[test]
-fn logs_and_exec_reach_the_container_through_the_api_server() {
-    let node = OneNode::start(&[]);
-    node.apply("talk.yaml", &pod("talk", "", ""), &[]);
-    ready_pods(&node, "talk", 1);
+fn logs_and_exec_reach_the_container_through_the_api_server(runtime: Runtime) {
+    let node = OneNode::start_on(runtime, &[]);
+    node.apply("talk.yaml", &pod(runtime, "talk", "", ""), &[]);
+    let ip = pod_ip(&ready_pods(&node, "talk", 1).remove(0));
     let logs = node.kubectl_ok(&["logs", "talk"]);
     assert!(logs.contains("hawser-test-server: serving on 0.0.0.0:8080"), "{logs}");
     assert!(node.kubectl_ok(&["logs", "talk", "-c", "web"]).contains("serving on"));
-    let resolv = node.kubectl_ok(&["exec", "talk", "--", "cat", "/etc/resolv.conf"]);
+    // The Docker image has nothing but the test server: exec its client,
+    // which reads files through the server in the same container.
+    let server = runtime.server_command();
+    let read = |path: &str| node.kubectl_ok(&["exec", "talk", "--", &server, "fetch", &format!("http://127.0.0.1:8080/file?path={path}")]);
+    let resolv = read("/etc/resolv.conf");
     assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
     assert!(resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"), "{resolv}");
     assert!(resolv.contains("options ndots:5"), "{resolv}");
-    let hostname = node.kubectl_ok(&["exec", "talk", "--", "cat", "/etc/hostname"]);
-    assert_eq!(hostname.trim(), "talk");
-    // A failing command's exit code comes back through kubectl.
-    let out = node.kubectl(&["exec", "talk", "--", "sh", "-c", "exit 3"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read("/etc/hostname").trim(), "talk");
+    // A failing command's exit code comes back through kubectl (2: nothing
+    // listens on port 9).
+    let out = node.kubectl(&["exec", "talk", "--", &server, "fetch", "http://127.0.0.1:9/"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     // --previous: the run before a restart.
-    let uid = uid(&pod_json(&node, "talk"));
-    let pids = node.host.container_pids(&uid, "web");
-    // SAFETY: kill(2) on the container's process.
-    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    ask_to_exit(&node, &ip, 137);
     poll_until(Duration::from_secs(30), "restarted", || (restart_count(&pod_json(&node, "talk")) == 1).then_some(()));
     assert!(node.kubectl_ok(&["logs", "talk", "--previous"]).contains("serving on"));
 }
 
-#[test]
-fn deleting_a_pod_removes_its_processes_veth_and_address() {
-    let node = OneNode::start(&[]);
-    node.apply("gone.yaml", &pod("gone", "", ""), &[]);
+fn deleting_a_pod_removes_its_containers_veth_and_address(runtime: Runtime) {
+    let node = OneNode::start_on(runtime, &[]);
+    node.apply("gone.yaml", &pod(runtime, "gone", "", ""), &[]);
     let p = ready_pods(&node, "gone", 1).remove(0);
     let (uid, ip) = (uid(&p), pod_ip(&p));
     let ipam = node.data_dir().join("agent/network/ipam");
@@ -246,11 +288,19 @@ fn deleting_a_pod_removes_its_processes_veth_and_address() {
     assert!(held(&ip), "the IPAM holds {ip}");
     assert_eq!(node.host.veths().len(), 1, "one pod veth: {:?}", node.host.veths());
     let pids = node.host.container_pids(&uid, "web");
-    assert_eq!(pids.len(), 1);
+    match &node.dockerd {
+        None => assert_eq!(pids.len(), 1),
+        Some(dockerd) => assert_eq!(dockerd.pod_containers(&uid).len(), 2, "the pause and web containers"),
+    }
     node.kubectl_ok(&["delete", "pod", "gone", "--wait=true", "--timeout=60s"]);
     assert!(node.kubectl(&["get", "pod", "gone"]).status.code() != Some(0), "the pod object is gone");
-    assert!(!std::path::Path::new(&format!("/proc/{}", pids[0])).exists(), "the container process is gone");
-    assert!(!node.host.pod_cgroup_exists(&uid), "the pod cgroup is gone");
+    match &node.dockerd {
+        None => {
+            assert!(!std::path::Path::new(&format!("/proc/{}", pids[0])).exists(), "the container process is gone");
+            assert!(!node.host.pod_cgroup_exists(&uid), "the pod cgroup is gone");
+        }
+        Some(dockerd) => assert_eq!(dockerd.pod_containers(&uid), Vec::<Value>::new(), "no container of the pod is left"),
+    }
     assert!(node.host.veths().is_empty(), "no veth left: {:?}", node.host.veths());
     assert!(!held(&ip), "{ip} released");
 }
@@ -266,10 +316,11 @@ fn walk_names(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// Process runtime only: reads the pods' processes from its cgroups.
 #[test]
 fn pods_keep_running_through_an_agent_crash_and_no_address_is_reused() {
     let mut node = OneNode::start(&[]);
-    node.apply("steady.yaml", &rc("steady", 3), &[]);
+    node.apply("steady.yaml", &rc(Runtime::Process, "steady", 3), &[]);
     let before = ready_pods(&node, "steady", 3);
     let pids: Vec<Vec<u32>> = before.iter().map(|p| node.host.container_pids(&uid(p), "web")).collect();
     assert!(pids.iter().all(|p| p.len() == 1), "{pids:?}");
@@ -288,12 +339,26 @@ fn pods_keep_running_through_an_agent_crash_and_no_address_is_reused() {
         let now = after.iter().find(|p| name(p) == name(pod)).expect("the old pod is still there");
         assert_eq!(restart_count(now), 0);
     }
+
+    // Killed from outside (the one process in its container's cgroup):
+    // restarted as a new process, the last state saying how it ended.
+    let (victim, pid) = (name(&before[0]), pids[0][0]);
+    // SAFETY: kill(2) on the container's process, as an outside killer would.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let restarted = poll_until(Duration::from_secs(30), "restart after kill", || {
+        let p = pod_json(&node, &victim);
+        (restart_count(&p) == 1 && is_ready(&p)).then_some(p)
+    });
+    assert_eq!(restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137);
+    let now = node.host.container_pids(&uid(&restarted), "web");
+    assert!(now.len() == 1 && now[0] != pid, "a new process: {now:?}");
 }
 
+/// Process runtime only: the lost host's pods die with its agent's cgroups.
 #[test]
 fn pods_of_a_node_whose_host_disappears_are_rescheduled_and_run() {
     let mut cluster = NetnsCluster::start(3, &["--node-monitor-grace-period", "8s", "--default-unreachable-toleration-seconds", "2"]);
-    cluster.apply("moving.yaml", &rc("moving", 6), &[]);
+    cluster.apply("moving.yaml", &rc(Runtime::Process, "moving", 6), &[]);
     let before = ready_pods(&cluster, "moving", 6);
     assert!(before.iter().any(|p| p["spec"]["nodeName"] == "n3"), "the spread put pods on n3");
     // The host vanishes: its agent, its pods and its namespace.

@@ -1,29 +1,19 @@
 //! The docker runtime against a real Docker engine: a dockerd of each
 //! test's own, images built here, nothing pulled.
 //!
-//! Needs root and Debian's `docker.io` (`cargo xtask deps` installs it). A
-//! test that cannot start its dockerd fails, saying why: skipping would
-//! hide that the runtime went untested. Each test's dockerd has its own
-//! data root, exec root, pid file and socket under a temporary directory,
-//! no bridge and no iptables rules (the runtime never uses Docker's
-//! networking), overlay2 or, where that does not work, vfs; dropping it
-//! stops it, kills whatever it left running, unmounts what it left mounted
-//! and removes the directory, also when the test fails.
-//!
-//! The images are `FROM scratch` around `hawser-test-server`, compiled here
-//! once per run by `rustc` straight from `test-server/src/main.rs` (std
-//! only, one file) and statically linked. The pause image is the same
-//! binary listening on the pod's loopback at an unused port: any process
-//! that stays up holds the namespaces; the agent will pass an image built
-//! from its own pause binary instead.
+//! The engine and the static binaries come from [`hawser_tests::docker`]
+//! (shared with the end-to-end pod tests run on the docker runtime): each
+//! test starts its own [`Dockerd`] and fails, saying why, when it cannot.
+//! The images are `FROM scratch` around one static binary each: the test
+//! server, and `hawser-pause` (crate `pause/`) for sandboxes, as the agent
+//! builds it from `--pause-binary`.
 
-use hawser_agent::runtime::docker::{DockerRuntime, ensure_image_from_binary};
+use hawser_agent::runtime::docker::DockerRuntime;
 use hawser_agent::runtime::{ContainerSpec, ContainerState, ExitReason, Limits, Runtime, RuntimeError, Sandbox, SandboxSpec};
+use hawser_tests::docker::{Dockerd, PAUSE_IMAGE, TEST_SERVER_IMAGE, TEST_SERVER_PATH, static_pause, static_test_server};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
@@ -31,229 +21,11 @@ use tokio::io::AsyncReadExt;
 const MIB: u64 = 1024 * 1024;
 const RESOLV_CONF: &str = "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
 const HOSTS: &str = "127.0.0.1\tlocalhost\n10.244.0.7\tweb-0\n";
-const SERVER_IMAGE: &str = "hawser-test-server:docker-runtime-test";
-const PAUSE_IMAGE: &str = "hawser-test-pause:docker-runtime-test";
-/// Where the binary is in both images.
-const SERVER: &str = "/hawser-test-server";
+/// Where the binary is in the test server's image.
+const SERVER: &str = TEST_SERVER_PATH;
 /// The test server's default address, on the pod's loopback.
 const LOCAL: &str = "http://127.0.0.1:8080";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `hawser-test-server`, statically linked, built once per test run (and
-/// again only when its source changed).
-fn test_server() -> PathBuf {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../test-server/src/main.rs");
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("docker-runtime");
-            let binary = dir.join("hawser-test-server");
-            let modified = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
-            if modified(&binary).is_some() && modified(&binary) >= modified(&source) {
-                return Ok(binary);
-            }
-            fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            let partial = dir.join(format!("hawser-test-server.{}", std::process::id()));
-            let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-            let out = Command::new(&rustc)
-                .args(["--edition", "2024", "--crate-type", "bin", "--crate-name", "hawser_test_server"])
-                .args(["-C", "opt-level=2", "-C", "target-feature=+crt-static", "-C", "strip=symbols", "-o"])
-                .arg(&partial)
-                .arg(&source)
-                .output()
-                .map_err(|e| format!("running {rustc:?}: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("compiling {} statically: {}", source.display(), String::from_utf8_lossy(&out.stderr)));
-            }
-            fs::rename(&partial, &binary).map_err(|e| format!("renaming {}: {e}", partial.display()))?;
-            Ok(binary)
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("building the static test server: {e}"))
-}
-
-fn dockerd_binary() -> PathBuf {
-    let found = ["/usr/sbin/dockerd", "/usr/bin/dockerd"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    found.unwrap_or_else(|| panic!("no dockerd in /usr/sbin or /usr/bin: install Debian's docker.io (`cargo xtask deps`, as root)"))
-}
-
-/// A dockerd of one test's own.
-struct Dockerd {
-    child: Child,
-    socket: PathBuf,
-    dir: TempDir,
-}
-
-impl Dockerd {
-    async fn start(test: &str) -> Self {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "{test}: the docker runtime tests need root (they start a dockerd); run them as root"
-        );
-        let dockerd = dockerd_binary();
-        let dir = tempfile::Builder::new().prefix("hawser-dockerd-").tempdir_in("/tmp").expect("creating a dockerd directory");
-        let mut failures = Vec::new();
-        for driver in ["overlay2", "vfs"] {
-            let root = dir.path().join(driver);
-            fs::create_dir_all(&root).unwrap();
-            // Not the host's /etc/docker/daemon.json: nothing of the host's setup.
-            fs::write(root.join("daemon.json"), "{}").unwrap();
-            let socket = root.join("docker.sock");
-            let log_path = root.join("dockerd.log");
-            let log = fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(&dockerd)
-                .arg("--config-file")
-                .arg(root.join("daemon.json"))
-                .arg("--data-root")
-                .arg(root.join("data"))
-                .arg("--exec-root")
-                .arg(root.join("exec"))
-                .arg("--pidfile")
-                .arg(root.join("docker.pid"))
-                .arg("-H")
-                .arg(format!("unix://{}", socket.display()))
-                .args(["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--userland-proxy=false"])
-                .args(["--storage-driver", driver, "--shutdown-timeout", "2"])
-                .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("{test}: starting {}: {e}", dockerd.display()));
-            match wait_ready(&mut child, &socket).await {
-                Ok(()) => return Dockerd { child, socket, dir },
-                Err(why) => {
-                    stop(&mut child, dir.path());
-                    let log = fs::read_to_string(&log_path).unwrap_or_default();
-                    let lines: Vec<&str> = log.lines().collect();
-                    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-                    failures.push(format!("with --storage-driver {driver}: {why}; its log ends:\n{tail}"));
-                }
-            }
-        }
-        panic!("{test}: dockerd ({}) could not start:\n{}", dockerd.display(), failures.join("\n\n"));
-    }
-
-    /// A runtime over this engine keeping its files in `state`; a second
-    /// one over the same `state` is a restarted agent.
-    async fn runtime(&self, state: &Path) -> DockerRuntime {
-        DockerRuntime::connect(&self.socket, PAUSE_IMAGE.into(), state.to_path_buf()).await.expect("connecting the runtime")
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        stop(&mut self.child, self.dir.path());
-        if let Err(e) = fs::remove_dir_all(self.dir.path()) {
-            eprintln!("removing {}: {e}", self.dir.path().display());
-        }
-    }
-}
-
-async fn wait_ready(child: &mut Child, socket: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("it exited ({status})"));
-        }
-        if socket.exists()
-            && let Ok(docker) = bollard::Docker::connect_with_unix(socket.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION)
-            && let Ok(docker) = docker.negotiate_version().await
-            && docker.ping().await.is_ok()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("it did not answer on {} within {WAIT:?}", socket.display()));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Stops a dockerd (which stops its containers and its containerd), then
-/// kills whatever still names its directory on its command line
-/// (containerd and shims of a dockerd that died) and unmounts what is
-/// mounted below that directory.
-fn stop(child: &mut Child, dir: &Path) {
-    if child.try_wait().ok().flatten().is_none() {
-        let pid = rustix::process::Pid::from_child(child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if child.try_wait().ok().flatten().is_none() {
-            eprintln!("dockerd {} ignored SIGTERM for 30s; killing it", child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-    let needle = dir.as_os_str().as_encoded_bytes();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_naming(needle);
-        if left.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        for pid in left.into_iter().filter_map(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for mount in mounts_below(dir) {
-        if let Err(e) = rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH) {
-            eprintln!("unmounting {}: {e}", mount.display());
-        }
-    }
-}
-
-/// Pids of the processes whose command line contains `needle`.
-fn processes_naming(needle: &[u8]) -> Vec<i32> {
-    let own = std::process::id() as i32;
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != own)
-        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle)))
-        .collect()
-}
-
-/// Mount points at or below `dir`, deepest first.
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    mounts.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    mounts.dedup();
-    mounts
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &str) -> String {
-    let mut out = String::new();
-    let mut rest = field;
-    while let Some(at) = rest.find('\\') {
-        out.push_str(&rest[..at]);
-        match rest.get(at + 1..at + 4).and_then(|o| u8::from_str_radix(o, 8).ok()) {
-            Some(byte) => {
-                out.push(byte as char);
-                rest = &rest[at + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[at + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// One test's engine, images, state directory and runtime. Field order is
 /// drop order: the runtime's log tasks end before dockerd stops.
@@ -264,15 +36,17 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(test: &str) -> Self {
-        let binary = tokio::task::spawn_blocking(test_server).await.unwrap();
-        let dockerd = Dockerd::start(test).await;
+    async fn new(test: &'static str) -> Self {
+        let (dockerd, server, pause) = tokio::task::spawn_blocking(move || {
+            let dockerd = Dockerd::start(test);
+            (dockerd, static_test_server(), static_pause())
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        dockerd.build_image(TEST_SERVER_IMAGE, &server).await;
+        dockerd.build_image(PAUSE_IMAGE, &pause).await;
         let state = tempfile::Builder::new().prefix("hawser-docker-rt-").tempdir().expect("creating a state dir");
         let runtime = dockerd.runtime(state.path()).await;
-        let docker = runtime.docker();
-        ensure_image_from_binary(docker, SERVER_IMAGE, &binary, &[]).await.expect("building the test server image");
-        let pause = [SERVER, "--listen", "127.0.0.1:1"].map(String::from);
-        ensure_image_from_binary(docker, PAUSE_IMAGE, &binary, &pause).await.expect("building the pause image");
         Self { runtime, dockerd, state }
     }
 
@@ -301,7 +75,7 @@ fn container(name: &str, attempt: u32, argv: &[&str]) -> ContainerSpec {
         argv: argv.iter().map(|a| a.to_string()).collect(),
         env: Vec::new(),
         working_dir: None,
-        image: SERVER_IMAGE.into(),
+        image: TEST_SERVER_IMAGE.into(),
         limits: Limits::default(),
         mounts: Vec::new(),
     }
@@ -405,13 +179,6 @@ fn pause_pid(sandbox: &Sandbox) -> String {
     sandbox.netns.parent().unwrap().parent().unwrap().file_name().unwrap().to_str().unwrap().to_string()
 }
 
-/// The Docker containers of a pod, by the labels the runtime puts on them.
-async fn docker_containers(rt: &DockerRuntime, uid: &str) -> Vec<bollard::models::ContainerSummary> {
-    let filters = std::collections::HashMap::from([("label".to_string(), vec![format!("io.hawser.pod-uid={uid}")])]);
-    let options = bollard::query_parameters::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-    rt.docker().list_containers(Some(options)).await.expect("listing containers")
-}
-
 #[tokio::test]
 async fn a_sandbox_holds_a_fresh_network_namespace_its_containers_join() {
     let f = Fixture::new("netns").await;
@@ -461,10 +228,11 @@ async fn limits_apply_and_a_container_over_its_memory_limit_is_oom_killed() {
     assert_eq!(attempt, 0);
     assert_eq!(exit(&state), (137, None, ExitReason::OOMKilled), "{state:?}");
 
-    let containers = docker_containers(rt, uid).await;
-    let id = containers.iter().find(|c| c.labels.as_ref().unwrap()["io.hawser.container-name"] == "hog").unwrap().id.clone().unwrap();
-    let host = rt.docker().inspect_container(&id, None).await.unwrap().host_config.unwrap();
-    assert_eq!((host.memory, host.memory_swap, host.nano_cpus), (Some(64 << 20), Some(64 << 20), Some(250_000_000)));
+    let containers = f.dockerd.pod_containers(uid);
+    let hog = containers.iter().find(|c| c["Labels"]["io.hawser.container-name"] == "hog").expect("the hog container");
+    let host = &f.dockerd.get_json(&format!("/containers/{}/json", hog["Id"].as_str().unwrap()))["HostConfig"];
+    let limits = (host["Memory"].as_i64(), host["MemorySwap"].as_i64(), host["NanoCpus"].as_i64());
+    assert_eq!(limits, (Some(64 << 20), Some(64 << 20), Some(250_000_000)));
     rt.remove_sandbox(uid).await.unwrap();
 }
 
@@ -537,7 +305,7 @@ async fn restarts_are_numbered_and_earlier_logs_stay_readable() {
     // Runs older than the previous one are removed from Docker; their logs stay.
     start_server(rt, uid, &container("web", 3, &[SERVER])).await;
     let mut attempts: Vec<String> =
-        docker_containers(rt, uid).await.iter().filter_map(|c| c.labels.as_ref().unwrap().get("io.hawser.attempt").cloned()).collect();
+        f.dockerd.pod_containers(uid).iter().filter_map(|c| c["Labels"]["io.hawser.attempt"].as_str().map(String::from)).collect();
     attempts.sort();
     assert_eq!(attempts, ["2", "3"]);
     for attempt in 0..=3 {
@@ -566,7 +334,6 @@ async fn exec_runs_in_the_container_and_sees_the_pods_files() {
 
     let (code, body, _) = exec(rt, uid, "web", &[SERVER, "fetch", &fetch("/file?path=/no/such/file")], false).await;
     assert_eq!(code, 1, "a non-2xx answer: {body}");
-    // (Not port 1: the test pause container listens there.)
     let (code, _, stderr) = exec(rt, uid, "web", &[SERVER, "fetch", "http://127.0.0.1:9/"], false).await;
     assert_eq!(code, 2, "nothing listening there: {stderr}");
     assert!(stderr.contains("hawser-test-server: fetch"), "{stderr}");
@@ -595,10 +362,10 @@ async fn remove_sandbox_leaves_no_container_or_file_behind() {
     start_server(rt, uid, &container("web", 0, &[SERVER])).await;
     rt.start_container(uid, &container("oops", 0, &[SERVER, "--bogus"])).await.unwrap();
     wait_exited(rt, uid, "oops").await;
-    assert_eq!(docker_containers(rt, uid).await.len(), 3);
+    assert_eq!(f.dockerd.pod_containers(uid).len(), 3);
 
     rt.remove_sandbox(uid).await.expect("remove_sandbox");
-    assert!(docker_containers(rt, uid).await.is_empty(), "every container of the pod is gone");
+    assert!(f.dockerd.pod_containers(uid).is_empty(), "every container of the pod is gone");
     assert!(!rt.pod_dir(uid).exists(), "its files are gone");
     assert!(matches!(rt.container_state(uid, "web").await, Err(RuntimeError::NoSandbox { .. })));
     assert!(rt.list_sandboxes().await.unwrap().is_empty());
