@@ -178,7 +178,7 @@ async fn a_container_runs_its_argv_with_exactly_its_env_and_working_dir() {
 
     // A command that does not exist fails to start, and says so.
     let err = rt.start_container("pod-run", &container("missing", &["no-such-command-here"])).await.unwrap_err();
-    assert!(err.to_string().contains("\"no-such-command-here\" not found"), "{err}");
+    assert!(err.to_string().contains("exec: \"no-such-command-here\": executable file not found in $PATH"), "{err}");
     let (_, state) = rt.container_state("pod-run", "missing").await.unwrap();
     assert_eq!(exit(&state), (128, None, ExitReason::Error));
     assert!(rt.start_container("pod-run", &container("missing", &["no-such-command-here"])).await.is_err(), "a retry fails again");

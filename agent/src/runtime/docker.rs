@@ -55,7 +55,7 @@
 
 use super::process::check_name;
 use super::process::logs::{self, LogFile, Stream};
-use super::{ContainerSpec, ContainerState, ExecSession, ExitReason, Runtime, RuntimeError, Sandbox, SandboxSpec};
+use super::{ContainerSpec, ContainerState, ExecSession, ExitReason, Runtime, RuntimeError, Sandbox, SandboxSpec, create_or_clean_up};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
@@ -419,15 +419,7 @@ impl Runtime for DockerRuntime {
         // A pause container that ended, containers without one, files: the
         // remains of a dead sandbox (or of a failed start).
         self.destroy(uid).await?;
-        match self.create_sandbox(spec).await {
-            Ok(sandbox) => Ok(sandbox),
-            Err(e) => {
-                if let Err(cleanup) = self.destroy(uid).await {
-                    tracing::warn!(pod_uid = %uid, error = %cleanup, "cleaning up after a failed sandbox start");
-                }
-                Err(e)
-            }
-        }
+        create_or_clean_up(uid, self.create_sandbox(spec), async || self.destroy(uid).await).await
     }
 
     /// A retry of the latest attempt starts nothing (a success if that

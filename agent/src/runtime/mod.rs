@@ -141,6 +141,24 @@ pub trait Runtime: Send + Sync {
     async fn exec(&self, pod_uid: &str, name: &str, argv: &[String], stdin: bool) -> Result<ExecSession, RuntimeError>;
 }
 
+/// The sandbox `create` made, or `create`'s error once `destroy` has
+/// removed what a failed start left half made (its own failure is only
+/// logged: the start's error is the one that explains).
+pub(crate) async fn create_or_clean_up(
+    pod_uid: &str,
+    create: impl Future<Output = Result<Sandbox, RuntimeError>>,
+    destroy: impl AsyncFnOnce() -> Result<(), RuntimeError>,
+) -> Result<Sandbox, RuntimeError> {
+    let error = match create.await {
+        Ok(sandbox) => return Ok(sandbox),
+        Err(e) => e,
+    };
+    if let Err(cleanup) = destroy().await {
+        tracing::warn!(pod_uid, error = %cleanup, "cleaning up after a failed sandbox start");
+    }
+    Err(error)
+}
+
 /// A command started by [`Runtime::exec`]: its standard streams and its end.
 pub struct ExecSession {
     /// Present when stdin was asked for; dropping it closes the command's stdin.

@@ -53,7 +53,7 @@ pub mod supervisor;
 pub use cgroup::{Cgroup, Placement};
 pub use supervisor::{SupervisorArgs, run_supervisor};
 
-use super::{ContainerSpec, ContainerState, ExecSession, Runtime, RuntimeError, Sandbox, SandboxSpec};
+use super::{ContainerSpec, ContainerState, ExecSession, Runtime, RuntimeError, Sandbox, SandboxSpec, create_or_clean_up};
 use cgroup::Role;
 use protocol::{ContainerRecord, Request, Response, SandboxConfig, StartRequest};
 use std::fs;
@@ -323,15 +323,7 @@ impl Runtime for ProcessRuntime {
             tracing::info!(pod_uid = %uid, "removing the remains of a sandbox whose supervisor is gone");
             self.destroy(uid).await?;
         }
-        match self.create_sandbox(spec).await {
-            Ok(sandbox) => Ok(sandbox),
-            Err(e) => {
-                if let Err(cleanup) = self.destroy(uid).await {
-                    tracing::warn!(pod_uid = %uid, error = %cleanup, "cleaning up after a failed sandbox start");
-                }
-                Err(e)
-            }
-        }
+        create_or_clean_up(uid, self.create_sandbox(spec), async || self.destroy(uid).await).await
     }
 
     async fn start_container(&self, pod_uid: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
