@@ -95,7 +95,8 @@ pub struct AgentHost {
 }
 
 impl AgentHost {
-    fn new(lan: &mut Lan, name: &str, ip: Ipv4Addr, log: PathBuf) -> Self {
+    /// Host `name` at `ip` on `lan`, its agent (once started) logging to `log`.
+    pub fn new(lan: &mut Lan, name: &str, ip: Ipv4Addr, log: PathBuf) -> Self {
         let ns = lan.add_host(name, ip);
         let cgroup_root = format!("hawser-{}-{name}", lan.id);
         Self { name: name.to_string(), ip, cgroup_root, agent: None, agent_args: Vec::new(), log, ns }

@@ -6,7 +6,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hawser_tests::{TestCluster, free_port, hawser_binary, run_bounded, table_cells};
+use hawser_tests::netns::{self, Lan};
+use hawser_tests::nodes::AgentHost;
+use hawser_tests::{TestCluster, hawser_binary, run_bounded, table_cells};
+use std::net::Ipv4Addr;
 
 #[test]
 fn kubectl_version_reports_the_servers_version() {
@@ -75,23 +78,27 @@ fn the_kubernetes_service_sits_at_the_first_service_ip() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 443, "{svc}");
 }
 
+/// `hawser up` runs the control plane and an agent for the machine, so it
+/// gets a machine of its own: a namespace host on a test LAN.
 #[test]
 fn hawser_up_prints_the_kubeconfig_export_line_once_ready() {
     let dir = tempfile::Builder::new().prefix("hawser-e2e-up-").tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let mut child = Command::new(hawser_binary())
+    let mut lan = Lan::new(&netns::run_id());
+    let host = AgentHost::new(&mut lan, "n1", Ipv4Addr::new(198, 51, 100, 11), dir.path().join("up.log"));
+    let mut child = host
+        .ns
+        .command(hawser_binary())
         .arg("up")
         .arg("--data-dir")
         .arg(&data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .args(["--listen", "127.0.0.1:6443", "--node-name", "n1", "--node-ip", "198.51.100.11", "--cgroup-root", &host.cgroup_root])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())
         .spawn()
         .expect("spawn hawser up");
-    // Kills `hawser up` however this test ends.
+    // Kills `hawser up` however this test ends (before the host goes).
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -119,7 +126,11 @@ fn hawser_up_prints_the_kubeconfig_export_line_once_ready() {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => seen.push(line),
-            Err(_) => panic!("`hawser up` printed no `export KUBECONFIG=` line within 30 s; it printed:\n{}", seen.join("\n")),
+            Err(_) => panic!(
+                "`hawser up` printed no `export KUBECONFIG=` line within 30 s; it printed:\n{}\nand logged:\n{}",
+                seen.join("\n"),
+                std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
+            ),
         }
     };
     // The printed path may be canonical (e.g. /tmp behind a symlink).
@@ -128,8 +139,9 @@ fn hawser_up_prints_the_kubeconfig_export_line_once_ready() {
         kubeconfig.canonicalize().expect("kubeconfig.yaml is in the data dir"),
         "printed {printed:?}, expected the data dir's kubeconfig.yaml"
     );
-    // Once the line is out the server must already answer kubectl.
-    let mut cmd = Command::new(hawser_tests::KUBECTL);
+    // Once the line is out the server must already answer kubectl (on the
+    // host's own loopback, where the kubeconfig points).
+    let mut cmd = host.ns.command(hawser_tests::KUBECTL);
     cmd.arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--cache-dir")

@@ -261,9 +261,11 @@ fn test() -> Result<()> {
             c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
             c
         }),
-        ("build hawser", {
+        // The binaries the end-to-end tests start: cargo builds only the
+        // tested package's own binaries for its tests.
+        ("build hawser and the test server", {
             let mut c = cargo();
-            c.args(["build", "-p", "hawser"]);
+            c.args(["build", "-p", "hawser", "-p", "hawser-test-server"]);
             c
         }),
         // Unit tests first, end-to-end tests last, so the run closes with the
