@@ -21,7 +21,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::{apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coordination, core::v1 as core};
+use k8s_openapi::api::{
+    apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use schemars::transform::RemoveRefSiblings;
@@ -216,6 +218,7 @@ fn kind_schema(generator: &mut SchemaGenerator, api_version: &str, kind: &str) -
         apps::ReplicaSet,
         apps::Deployment,
         coordination::Lease,
+        discovery::EndpointSlice,
         autoscaling::Scale,
     );
     None
@@ -953,7 +956,7 @@ mod tests {
     fn root_lists_every_served_group_version_with_a_content_hash() {
         let root = v3_root();
         let paths = root["paths"].as_object().unwrap();
-        for name in ["api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1", "api", "apis"] {
+        for name in ["api/v1", "apis/apps/v1", "apis/coordination.k8s.io/v1", "apis/discovery.k8s.io/v1", "api", "apis"] {
             let url = paths[name]["serverRelativeURL"].as_str().unwrap();
             let hash = v3_document_hash(name).unwrap();
             assert_eq!(url, format!("/openapi/v3/{name}?hash={hash}"));

@@ -67,10 +67,11 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", namespaced: true, short: ["rs"], categories: ["all"], subresources: [STATUS, SCALE]),
     resource!("apps", "v1", "Deployment", "deployments", "deployment", namespaced: true, short: ["deploy"], categories: ["all"], subresources: [STATUS, SCALE]),
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", namespaced: true, short: [], categories: [], subresources: []),
+    resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", namespaced: true, short: [], categories: [], subresources: []),
 ];
 
 /// The API groups served under `/apis`, each with its one version.
-pub static GROUPS: &[(&str, &str)] = &[("apps", "v1"), ("coordination.k8s.io", "v1")];
+pub static GROUPS: &[(&str, &str)] = &[("apps", "v1"), ("coordination.k8s.io", "v1"), ("discovery.k8s.io", "v1")];
 
 impl ResourceInfo {
     /// `v1` for the core group, `<group>/<version>` otherwise.

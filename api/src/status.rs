@@ -23,6 +23,7 @@ pub enum FieldErrorKind {
     NotSupported,
     Forbidden,
     TooLong,
+    TooMany,
 }
 
 impl FieldErrorKind {
@@ -34,6 +35,7 @@ impl FieldErrorKind {
             Self::NotSupported => "FieldValueNotSupported",
             Self::Forbidden => "FieldValueForbidden",
             Self::TooLong => "FieldValueTooLong",
+            Self::TooMany => "FieldValueTooMany",
         }
     }
 
@@ -45,6 +47,7 @@ impl FieldErrorKind {
             Self::NotSupported => "Unsupported value",
             Self::Forbidden => "Forbidden",
             Self::TooLong => "Too long",
+            Self::TooMany => "Too many",
         }
     }
 }
@@ -71,11 +74,25 @@ impl FieldError {
         Self { field: field.into(), kind: FieldErrorKind::Forbidden, value: None, detail: detail.into() }
     }
 
+    /// A list longer than its limit (`field.TooMany`).
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        let items = if max == 1 { "item" } else { "items" };
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::TooMany,
+            value: Some(actual.to_string()),
+            detail: format!("must have at most {max} {items}"),
+        }
+    }
+
     /// The cause message without the field: `Invalid value: "x": detail`.
     fn message(&self) -> String {
         let mut msg = self.kind.label().to_string();
-        if let Some(v) = &self.value {
-            msg.push_str(&format!(": \"{v}\""));
+        match &self.value {
+            // Go prints the count as a plain number, not a quoted string.
+            Some(v) if self.kind == FieldErrorKind::TooMany => msg.push_str(&format!(": {v}")),
+            Some(v) => msg.push_str(&format!(": \"{v}\"")),
+            None => {}
         }
         if !self.detail.is_empty() {
             msg.push_str(": ");

@@ -180,6 +180,7 @@ enum PrinterKey {
     ConfigMap,
     Secret,
     Lease,
+    EndpointSlice,
     Default,
 }
 
@@ -204,6 +205,7 @@ fn printer_for(info: &ResourceInfo) -> Printer {
         ("", "ConfigMap") => (PrinterKey::ConfigMap, config_map_cells),
         ("", "Secret") => (PrinterKey::Secret, secret_cells),
         ("coordination.k8s.io", "Lease") => (PrinterKey::Lease, lease_cells),
+        ("discovery.k8s.io", "EndpointSlice") => (PrinterKey::EndpointSlice, endpoint_slice_cells),
         _ => (PrinterKey::Default, default_cells),
     };
     Printer { key, cells }
@@ -335,6 +337,16 @@ fn columns(key: PrinterKey) -> Vec<Col> {
         PrinterKey::Lease => {
             vec![name_col(), col("Holder", "string", Field("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")), age_col()]
         }
+        PrinterKey::EndpointSlice => {
+            const SLICE: &str = "io.k8s.api.discovery.v1.EndpointSlice";
+            vec![
+                name_col(),
+                col("AddressType", "string", Field(SLICE, "addressType")),
+                col("Ports", "string", Field(SLICE, "ports")),
+                col("Endpoints", "string", Field(SLICE, "endpoints")),
+                age_col(),
+            ]
+        }
         // Kubernetes' default table convertor, for kinds without a printer.
         PrinterKey::Default => vec![name_col(), col("Created At", "date", Field(META, "creationTimestamp"))],
     }
@@ -367,6 +379,7 @@ const ALL_KEYS: &[PrinterKey] = &[
     PrinterKey::ConfigMap,
     PrinterKey::Secret,
     PrinterKey::Lease,
+    PrinterKey::EndpointSlice,
     PrinterKey::Default,
 ];
 
@@ -412,7 +425,7 @@ fn column_definitions(key: PrinterKey) -> Value {
 /// The k8s-openapi schemas of every type a column description comes from,
 /// keyed by their Kubernetes names.
 fn type_docs() -> Map<String, Value> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core};
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery};
     let mut generator = schemars::SchemaGenerator::default();
     generator.subschema_for::<core::Pod>();
     generator.subschema_for::<core::Service>();
@@ -425,6 +438,7 @@ fn type_docs() -> Map<String, Value> {
     generator.subschema_for::<core::ConfigMap>();
     generator.subschema_for::<core::Secret>();
     generator.subschema_for::<coordination::Lease>();
+    generator.subschema_for::<discovery::EndpointSlice>();
     generator.take_definitions(false)
 }
 
@@ -829,6 +843,49 @@ fn join_host_port(host: &str, port: i64) -> String {
 
 fn endpoints_cells(ep: &Value, now: Timestamp) -> (Vec<Value>, Vec<Value>) {
     (vec![name(ep), format_endpoints(ep).into(), age(ep, now)], vec![])
+}
+
+/// `listWithMoreString`: the first three items, then `+ N more...`;
+/// `<unset>` for none.
+fn list_with_more(items: impl Iterator<Item = String>) -> String {
+    const MAX: usize = 3;
+    let all: Vec<String> = items.collect();
+    let shown = all[..all.len().min(MAX)].join(",");
+    match all.len() {
+        0 => "<unset>".into(),
+        n if n > MAX => format!("{shown} + {} more...", n - MAX),
+        _ => shown,
+    }
+}
+
+/// `formatDiscoveryPorts`: each port's number, its name when it has none,
+/// `*` when it has neither.
+fn format_discovery_ports(slice: &Value) -> String {
+    list_with_more(list(slice, &["ports"]).iter().map(|p| {
+        match (at(p, &["port"]).and_then(Value::as_i64), at(p, &["name"]).and_then(Value::as_str)) {
+            (Some(port), _) => port.to_string(),
+            (None, Some(name)) => name.to_string(),
+            (None, None) => "*".to_string(),
+        }
+    }))
+}
+
+/// `formatDiscoveryEndpoints`: every address of every endpoint, in order.
+fn format_discovery_endpoints(slice: &Value) -> String {
+    list_with_more(
+        list(slice, &["endpoints"]).iter().flat_map(|e| list(e, &["addresses"]).iter().map(|a| a.as_str().unwrap_or("").to_string())),
+    )
+}
+
+fn endpoint_slice_cells(slice: &Value, now: Timestamp) -> (Vec<Value>, Vec<Value>) {
+    let cells = vec![
+        name(slice),
+        string(slice, &["addressType"]).into(),
+        format_discovery_ports(slice).into(),
+        format_discovery_endpoints(slice).into(),
+        age(slice, now),
+    ];
+    (cells, vec![])
 }
 
 /// `spec.replicas`, which Kubernetes defaults to 1 for RCs, ReplicaSets
@@ -1364,6 +1421,28 @@ mod tests {
         let one = json!({"metadata": {"name": "a"}, "subsets": [{"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 53}]}]});
         assert_eq!(cells("Endpoints", one)[1], "[fd00::1]:53");
         assert_eq!(cells("Endpoints", json!({"metadata": {"name": "e"}}))[1], "<none>");
+    }
+
+    #[test]
+    fn endpoint_slices_list_three_ports_and_addresses_then_more() {
+        let names: Vec<String> = column_names("EndpointSlice").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Name", "AddressType", "Ports", "Endpoints", "Age"]);
+        let slice = json!({
+            "metadata": {"name": "web-abcde", "creationTimestamp": "2024-05-01T11:59:00Z"},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "metrics"}, {}, {"port": 9000}],
+            "endpoints": [{"addresses": ["10.244.0.5"]}, {"addresses": ["10.244.1.7", "10.244.1.8"]}, {"addresses": ["10.244.2.9"]}]
+        });
+        let c = cells("EndpointSlice", slice);
+        assert_eq!(c[1], "IPv4");
+        assert_eq!(c[2], "8080,metrics,* + 1 more...");
+        assert_eq!(c[3], "10.244.0.5,10.244.1.7,10.244.1.8 + 1 more...");
+        assert_eq!(c[4], "60s");
+        let two = json!({"metadata": {"name": "s"}, "addressType": "IPv4", "ports": [{"port": 80}, {"port": 443}],
+                         "endpoints": [{"addresses": ["10.244.0.5"]}]});
+        assert_eq!(cells("EndpointSlice", two)[2..4], [json!("80,443"), json!("10.244.0.5")]);
+        let placeholder = json!({"metadata": {"name": "p"}, "addressType": "IPv4", "ports": [], "endpoints": []});
+        assert_eq!(cells("EndpointSlice", placeholder)[2..4], [json!("<unset>"), json!("<unset>")]);
     }
 
     #[test]

@@ -17,13 +17,15 @@
 //! - `quantity`: resource quantities;
 //! - `meta`: `metadata`, labels, annotations, label selectors;
 //! - `pod`, `service`, `workloads` (RC, ReplicaSet, Deployment), `misc`
-//!   (Namespace, ConfigMap, Secret, Node, Event, Lease, Endpoints);
+//!   (Namespace, ConfigMap, Secret, Node, Event, Lease, Endpoints),
+//!   `discovery` (EndpointSlice);
 //! - `decode`: typed decoding and the round-trip; `fields`: field selectors.
 
 // `ApiError` is the crate's error type and the server's contract for these
 // functions; it is built once per failed request, so its size does not matter.
 
 mod decode;
+mod discovery;
 mod fields;
 mod meta;
 mod misc;
@@ -36,6 +38,7 @@ mod workloads;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, ReplicationController, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -95,6 +98,10 @@ macro_rules! with_type {
             }
             "Lease" => {
                 type $T = Lease;
+                $body
+            }
+            "EndpointSlice" => {
+                type $T = EndpointSlice;
                 $body
             }
             _ => $fallback,
@@ -167,6 +174,7 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
         "Secret" => typed_mut(obj, misc::default_secret),
         "Node" => typed_mut(obj, misc::default_node),
         "Endpoints" => typed_mut(obj, misc::default_endpoints),
+        "EndpointSlice" => typed_mut(obj, discovery::default_endpoint_slice),
         _ => {}
     }
 }
@@ -225,6 +233,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<Fi
         "Event" => with_old::<Event>(obj, old, |new, _| misc::validate_event(new)),
         "Lease" => with_old(obj, old, misc::validate_lease),
         "Endpoints" => with_old(obj, old, misc::validate_endpoints),
+        "EndpointSlice" => with_old(obj, old, discovery::validate_endpoint_slice),
         _ => Vec::new(),
     };
     // Kubernetes' generic checks run after the kind's, on create, and only

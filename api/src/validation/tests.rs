@@ -1087,6 +1087,111 @@ fn endpoints_need_valid_addresses_and_ports() {
     );
 }
 
+fn endpoint_slice(address_type: &str, endpoints: Value, ports: Value) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "web-abc", "namespace": "default"},
+        "addressType": address_type, "endpoints": endpoints, "ports": ports})
+}
+
+#[test]
+fn endpoint_slice_ports_default_to_an_empty_name_and_tcp() {
+    let obj = prepared("EndpointSlice", endpoint_slice("IPv4", json!([{"addresses": ["10.244.0.5"]}]), json!([{"port": 80}])));
+    assert_eq!(obj["ports"][0], json!({"name": "", "port": 80, "protocol": "TCP"}));
+    assert!(validate(info("EndpointSlice"), &obj, None).is_empty());
+}
+
+#[test]
+fn endpoint_slices_are_checked_as_kubernetes_checks_them() {
+    assert_eq!(messages(&errors("EndpointSlice", endpoint_slice("", json!([]), json!([])))), vec!["addressType: Required value"]);
+    assert_eq!(
+        messages(&errors("EndpointSlice", endpoint_slice("IP", json!([]), json!([])))),
+        vec!["addressType: Unsupported value: \"IP\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""]
+    );
+    let endpoints = json!([
+        {"addresses": []},
+        {"addresses": ["10.244.0.300", "127.0.0.1", "fd00::1"], "nodeName": "Node_1", "hostname": "a.b"},
+        {"addresses": ["10.244.0.6"], "hints": {"forZones": [{"name": "z1"}, {"name": "z1"}]}},
+    ]);
+    let ports = json!([{"name": "http", "port": 80}, {"name": "http", "port": 81, "protocol": "ICMP"}, {"name": "Web", "port": 82}]);
+    let m = messages(&errors("EndpointSlice", endpoint_slice("IPv4", endpoints, ports)));
+    let dns_label_rule = "(e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+    assert_eq!(
+        m,
+        vec![
+            "endpoints[0].addresses: Required value: must contain at least 1 address".to_string(),
+            "endpoints[1].addresses[0]: Invalid value: \"10.244.0.300\": must be a valid IPv4 address".into(),
+            "endpoints[1].addresses[0]: Invalid value: \"10.244.0.300\": must be a valid IP address".into(),
+            "endpoints[1].addresses[1]: Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128)".into(),
+            "endpoints[1].addresses[2]: Invalid value: \"fd00::1\": must be a valid IPv4 address".into(),
+            "endpoints[1].nodeName: Invalid value: \"Node_1\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into(),
+            "endpoints[1].hostname: Invalid value: \"a.b\": must not contain dots".into(),
+            "endpoints[2].hints.forZones[1].name: Duplicate value: \"z1\"".into(),
+            "ports[1].name: Duplicate value: \"http\"".into(),
+            "ports[1].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"".into(),
+            format!(
+                "ports[2].name: Invalid value: \"Web\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character {dns_label_rule}"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn endpoint_slice_limits_count_items_as_kubernetes_prints_them() {
+    let many: Vec<Value> = (0..1001).map(|i| json!({"addresses": [format!("10.244.{}.{}", i / 200, i % 200 + 1)]})).collect();
+    let errs = errors("EndpointSlice", endpoint_slice("IPv4", json!(many), json!([])));
+    assert_eq!(messages(&errs), vec!["endpoints: Too many: 1001: must have at most 1000 items"]);
+    assert_eq!(errs[0].kind, FieldErrorKind::TooMany);
+    let addresses: Vec<String> = (1..=101).map(|i| format!("10.244.0.{i}")).collect();
+    assert_eq!(
+        messages(&errors("EndpointSlice", endpoint_slice("IPv4", json!([{"addresses": addresses}]), json!([])))),
+        vec!["endpoints[0].addresses: Too many: 101: must have at most 100 items"]
+    );
+    let err = ApiError::invalid("discovery.k8s.io", "EndpointSlice", "web-abc", errs);
+    assert_eq!(err.code, 422);
+    assert_eq!(err.to_json()["details"]["causes"][0]["reason"], "FieldValueTooMany");
+}
+
+#[test]
+fn endpoint_slice_addresses_follow_the_address_type() {
+    let ipv6 = endpoint_slice("IPv6", json!([{"addresses": ["fd00::5", "10.244.0.5", "::ffff:10.0.0.1"]}]), json!([]));
+    assert_eq!(
+        messages(&errors("EndpointSlice", ipv6)),
+        vec![
+            "endpoints[0].addresses[1]: Invalid value: \"10.244.0.5\": must be a valid IPv6 address",
+            "endpoints[0].addresses[2]: Invalid value: \"::ffff:10.0.0.1\": must be a valid IPv6 address",
+        ]
+    );
+    let fqdn = endpoint_slice("FQDN", json!([{"addresses": ["db.example.com.", "localhost", "Bad.example.com"]}]), json!([]));
+    let m = messages(&errors("EndpointSlice", fqdn));
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(
+        m[0],
+        "endpoints[0].addresses[1]: Invalid value: \"localhost\": should be a domain with at least two segments separated by dots"
+    );
+    assert!(m[1].starts_with("endpoints[0].addresses[2]: Invalid value: \"Bad.example.com\": a lowercase RFC 1123 subdomain"), "{m:?}");
+}
+
+#[test]
+fn endpoint_slice_address_type_is_immutable_and_v1_drops_deprecated_fields() {
+    let old = prepared("EndpointSlice", endpoint_slice("IPv4", json!([]), json!([])));
+    let mut new = old.clone();
+    new["addressType"] = json!("IPv6");
+    assert_eq!(
+        messages(&validate(info("EndpointSlice"), &new, Some(&old))),
+        vec!["addressType: Invalid value: \"IPv6\": field is immutable"]
+    );
+    let obj = prepared(
+        "EndpointSlice",
+        endpoint_slice(
+            "IPv4",
+            json!([{"addresses": ["10.244.0.5"], "deprecatedTopology": {"kubernetes.io/hostname": "n1"},
+                    "hints": {"forZones": [{"name": "z1"}], "forNodes": [{"name": "n1"}]}}]),
+            json!([]),
+        ),
+    );
+    assert!(obj["endpoints"][0].get("deprecatedTopology").is_none(), "{obj}");
+    assert_eq!(obj["endpoints"][0]["hints"], json!({"forZones": [{"name": "z1"}]}));
+}
+
 #[test]
 fn events_must_be_in_their_objects_namespace() {
     let ev = |ns: &str| {

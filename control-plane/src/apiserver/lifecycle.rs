@@ -265,42 +265,75 @@ fn target_of(info: &'static ResourceInfo, obj: &Value) -> Target {
 /// The namespaces every cluster starts with.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-/// Creates the system namespaces and the `kubernetes` Service when missing.
-/// Points the `kubernetes` Endpoints at this server, as kube-apiserver's
+/// Points the `kubernetes` Service at this server, as kube-apiserver's
 /// endpoint reconciler does (the Service has no selector, so no controller
-/// would).
+/// would): its Endpoints (labelled so that no mirroring controller copies
+/// them) and its EndpointSlice, which the reconciler keeps itself: named
+/// after the Service, with only the service-name label and only the `ready`
+/// condition, exactly as Kubernetes writes it.
 async fn publish_api_endpoints(api: &Arc<Api>) -> anyhow::Result<()> {
     let Some(ip) = api.advertise_address else {
         tracing::info!("listening on loopback only: the kubernetes service gets no endpoints");
         return Ok(());
     };
-    let endpoints = resources::lookup("", "v1", "endpoints").expect("served");
-    let t = Target { info: endpoints, namespace: Some("default".into()), name: Some("kubernetes".into()), subresource: None };
-    let mut body = json!({
+    let ports = json!([{"name": "https", "port": api.api_port, "protocol": "TCP"}]);
+    let endpoints = json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": ip.to_string()}], "ports": [{"name": "https", "port": api.api_port, "protocol": "TCP"}]}],
+        "subsets": [{"addresses": [{"ip": ip.to_string()}], "ports": ports}],
     });
-    match api.get(&t, &Query::default(), super::request::Render::Object).await {
-        Ok(current) if current.body["subsets"] == body["subsets"] => return Ok(()),
-        Ok(current) => {
-            body["metadata"]["resourceVersion"] = current.body["metadata"]["resourceVersion"].clone();
-            api.update(&t, &Query::default(), body)
-                .await
-                .map_err(|e| anyhow::anyhow!("updating the kubernetes endpoints: {}", e.message))?;
-        }
-        Err(e) if e.code == 404 => {
-            let t = Target { name: None, ..t };
-            api.create(&t, &Query::default(), body)
-                .await
-                .map_err(|e| anyhow::anyhow!("creating the kubernetes endpoints: {}", e.message))?;
-        }
-        Err(e) => anyhow::bail!("reading the kubernetes endpoints: {}", e.message),
-    }
+    ensure_object(api, ("", "v1", "endpoints"), endpoints, &["subsets"]).await?;
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": if ip.is_ipv6() { "IPv6" } else { "IPv4" },
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "ports": ports,
+    });
+    ensure_object(api, ("discovery.k8s.io", "v1", "endpointslices"), slice, &["addressType", "endpoints", "ports"]).await?;
     tracing::info!(%ip, port = api.api_port, "kubernetes service endpoints point at this server");
     Ok(())
 }
 
+/// Creates `body` (a namespaced object of the resource `group/version/plural`)
+/// or brings the stored one to it when the `fields` (top-level) or the labels
+/// differ. An immutable field that differs (an EndpointSlice's address type)
+/// is replaced by deleting and creating the object.
+async fn ensure_object(
+    api: &Arc<Api>,
+    (group, version, plural): (&str, &str, &str),
+    mut body: Value,
+    fields: &[&str],
+) -> anyhow::Result<()> {
+    let info = resources::lookup(group, version, plural).expect("served");
+    let name = meta_str(&body, "name").unwrap_or_default().to_string();
+    let t = Target { info, namespace: meta_str(&body, "namespace").map(str::to_string), name: Some(name.clone()), subresource: None };
+    let collection = Target { name: None, ..t.clone() };
+    let what = format!("the {name} {plural}");
+    let current = match api.get(&t, &Query::default(), super::request::Render::Object).await {
+        Ok(current) => Some(current.body),
+        Err(e) if e.code == 404 => None,
+        Err(e) => anyhow::bail!("reading {what}: {}", e.message),
+    };
+    match current {
+        Some(cur) if fields.iter().all(|f| cur[f] == body[f]) && cur["metadata"]["labels"] == body["metadata"]["labels"] => {}
+        Some(cur) if plural == "endpointslices" && cur["addressType"] != body["addressType"] => {
+            api.delete(&t, &Query::default(), None).await.map_err(|e| anyhow::anyhow!("deleting {what}: {}", e.message))?;
+            api.create(&collection, &Query::default(), body).await.map_err(|e| anyhow::anyhow!("creating {what}: {}", e.message))?;
+        }
+        Some(cur) => {
+            body["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+            api.update(&t, &Query::default(), body).await.map_err(|e| anyhow::anyhow!("updating {what}: {}", e.message))?;
+        }
+        None => {
+            api.create(&collection, &Query::default(), body).await.map_err(|e| anyhow::anyhow!("creating {what}: {}", e.message))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the system namespaces and the `kubernetes` Service when missing,
+/// and points the Service at this server.
 pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
     let namespaces = resources::lookup("", "v1", "namespaces").expect("served");
     for ns in SYSTEM_NAMESPACES {

@@ -7,19 +7,17 @@
 //! matches the pod's old or new labels; the reconcile recomputes the whole
 //! Endpoints object from the cache and writes it only when it differs.
 
+use super::service_pods::{
+    HEADLESS_LABEL, is_headless, pod_hostname, queue_selecting_services, selected_pods, service_selector, target_port,
+};
 use anyhow::Context;
-use hawser_api::selector::LabelSelector;
 use hawser_runtime::{Action, Informer, Informers, ObjectKey, WorkQueue, objects, run_workers};
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// Set on Endpoints of headless services, as Kubernetes does.
-const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 pub fn start(informers: &Arc<Informers>, config: &super::Config) {
     let services = informers.get::<Service>();
@@ -28,21 +26,7 @@ pub fn start(informers: &Arc<Informers>, config: &super::Config) {
     let queue = WorkQueue::<ObjectKey>::new();
     services.queue_changes(&queue);
     endpoints.queue_changes(&queue);
-    {
-        let queue = queue.clone();
-        let services = services.clone();
-        pods.on_change(move |change| {
-            for pod in change.versions() {
-                let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-                let labels = pod.metadata.labels.clone().unwrap_or_default();
-                for service in services.list_namespace(namespace) {
-                    if service_selector(&service).is_some_and(|s| s.matches(&labels)) {
-                        queue.add(ObjectKey::of(&*service));
-                    }
-                }
-            }
-        });
-    }
+    queue_selecting_services(&pods, &services, &queue);
     let controller = Arc::new(EndpointsController { client: informers.client(), services, pods, endpoints });
     let workers = config.workers;
     tokio::spawn(async move {
@@ -104,34 +88,18 @@ impl EndpointsController {
     }
 }
 
-/// The selector of a Service whose Endpoints this controller manages: a
-/// non-empty `spec.selector`, and not an ExternalName service.
-fn service_selector(service: &Service) -> Option<LabelSelector> {
-    let spec = service.spec.as_ref()?;
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return None;
-    }
-    let selector = spec.selector.as_ref().filter(|s| !s.is_empty())?;
-    Some(LabelSelector::from_map(selector))
-}
-
 /// The Endpoints object `service` should have, given the pods of its namespace.
 pub fn desired_endpoints(service: &Service, pods: &[Arc<Pod>]) -> Endpoints {
     let spec = service.spec.clone().unwrap_or_default();
     let headless = spec.cluster_ip.as_deref() == Some("None");
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
-    let selector = service_selector(service);
     let service_name = service.metadata.name.clone().unwrap_or_default();
     let ports = spec.ports.clone().unwrap_or_default();
 
     // Addresses grouped by the exact set of ports they serve, as Kubernetes'
     // RepackSubsets does: pods with the same resolved ports share a subset.
     let mut groups: BTreeMap<Vec<PortKey>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
-    for pod in pods {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        if !selector.as_ref().is_some_and(|s| s.matches(&labels)) {
-            continue;
-        }
+    for pod in selected_pods(service, pods) {
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) else { continue };
         if objects::is_pod_terminated(pod) || (pod.metadata.deletion_timestamp.is_some() && !publish_not_ready) {
             continue;
@@ -146,7 +114,7 @@ pub fn desired_endpoints(service: &Service, pods: &[Arc<Pod>]) -> Endpoints {
             }
             resolved.into_iter().collect()
         };
-        let address = endpoint_address(pod, ip, &service_name);
+        let address = endpoint_address(pod, ip, service);
         let (ready, not_ready) = groups.entry(resolved).or_default();
         if publish_not_ready || objects::is_pod_ready(pod) { ready.push(address) } else { not_ready.push(address) }
     }
@@ -164,7 +132,7 @@ pub fn desired_endpoints(service: &Service, pods: &[Arc<Pod>]) -> Endpoints {
         .collect();
 
     let mut labels = service.metadata.labels.clone().unwrap_or_default();
-    if headless {
+    if is_headless(service) {
         labels.insert(HEADLESS_LABEL.into(), String::new());
     } else {
         labels.remove(HEADLESS_LABEL);
@@ -180,14 +148,11 @@ pub fn desired_endpoints(service: &Service, pods: &[Arc<Pod>]) -> Endpoints {
     }
 }
 
-fn endpoint_address(pod: &Pod, ip: String, service_name: &str) -> EndpointAddress {
-    let spec = pod.spec.as_ref();
-    // A pod is addressable by hostname under the service that is its subdomain.
-    let hostname = spec.filter(|s| s.subdomain.as_deref() == Some(service_name)).and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty());
+fn endpoint_address(pod: &Pod, ip: String, service: &Service) -> EndpointAddress {
     EndpointAddress {
         ip,
-        hostname,
-        node_name: spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        hostname: pod_hostname(pod, service),
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".into()),
             namespace: pod.metadata.namespace.clone(),
@@ -213,28 +178,14 @@ impl PortKey {
     }
 }
 
-/// The pod's port for one service port: a number as given, a name looked up
-/// among the pod's container ports with the same protocol. None when the pod
-/// has no such named port.
+/// The pod's port for one service port; None when the pod has no such named port.
 fn resolve_port(service_port: &ServicePort, pod: &Pod) -> Option<PortKey> {
-    let protocol = service_port.protocol.clone().unwrap_or_else(|| "TCP".into());
-    let port = match &service_port.target_port {
-        None => service_port.port,
-        Some(IntOrString::Int(n)) => *n,
-        Some(IntOrString::String(name)) => match name.parse::<i32>() {
-            Ok(n) => n,
-            Err(_) => {
-                pod.spec
-                    .as_ref()?
-                    .containers
-                    .iter()
-                    .flat_map(|c| c.ports.iter().flatten())
-                    .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol)?
-                    .container_port
-            }
-        },
-    };
-    Some(PortKey { name: service_port.name.clone(), port, protocol, app_protocol: service_port.app_protocol.clone() })
+    Some(PortKey {
+        name: service_port.name.clone(),
+        port: target_port(service_port, pod)?,
+        protocol: service_port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+        app_protocol: service_port.app_protocol.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 //! - [`replication_controller`]: the ReplicationController adapter.
 //! - [`deployment`]: ReplicaSets per pod template, rolling updates, history.
 //! - [`endpoints`]: Endpoints for every Service with a selector.
+//! - [`endpointslice`]: EndpointSlices for every Service with a selector.
+//! - [`service_pods`]: what those two share (which pods a Service selects,
+//!   the port a pod serves a service port on).
 //! - [`node_ipam`]: a pod CIDR for every Node.
 //! - [`node_lifecycle`]: Lease-based node health, taints, eviction.
 //!
@@ -16,10 +19,12 @@
 
 pub mod deployment;
 pub mod endpoints;
+pub mod endpointslice;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod replication_controller;
+pub mod service_pods;
 
 use hawser_runtime::Informers;
 use std::sync::Arc;
@@ -57,6 +62,7 @@ pub fn start(informers: &Arc<Informers>, config: &Config) {
     replication_controller::start(informers, config);
     deployment::start(informers, config);
     endpoints::start(informers, config);
+    endpointslice::start(informers, config);
     node_ipam::start(informers, config);
     node_lifecycle::start(informers, config);
 }
