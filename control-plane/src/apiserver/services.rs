@@ -38,7 +38,8 @@ impl Ranges {
     }
 }
 
-/// What a Service holds: its cluster IP (if any) and NodePorts.
+/// What a Service holds: its cluster IP (if any) and NodePorts (with its
+/// health check node port).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Holdings {
     pub ip: Option<Ipv4Addr>,
@@ -49,7 +50,9 @@ impl Holdings {
     pub fn of(svc: &Value) -> Self {
         let spec = &svc["spec"];
         let ip = spec["clusterIP"].as_str().and_then(|ip| ip.parse().ok());
-        let mut node_ports: Vec<u16> = ports(svc).filter_map(|p| p["nodePort"].as_u64()).filter_map(|p| u16::try_from(p).ok()).collect();
+        let health_check = spec["healthCheckNodePort"].as_u64().filter(|p| *p != 0);
+        let mut node_ports: Vec<u16> =
+            ports(svc).filter_map(|p| p["nodePort"].as_u64()).chain(health_check).filter_map(|p| u16::try_from(p).ok()).collect();
         node_ports.sort_unstable();
         node_ports.dedup();
         Self { ip, node_ports }
@@ -74,6 +77,10 @@ fn ports(svc: &Value) -> impl Iterator<Item = &Value> {
 
 fn needs_node_ports(svc: &Value) -> bool {
     matches!(svc["spec"]["type"].as_str(), Some("NodePort" | "LoadBalancer"))
+}
+
+fn needs_health_check(svc: &Value) -> bool {
+    svc["spec"]["type"].as_str() == Some("LoadBalancer") && svc["spec"]["externalTrafficPolicy"].as_str() == Some("Local")
 }
 
 fn needs_cluster_ip(svc: &Value) -> bool {
@@ -155,51 +162,84 @@ pub async fn allocate(store: &dyn Store, ranges: &Ranges, svc: &mut Value, old: 
     }
 
     // NodePorts.
+    let mut claimed: Vec<u16> = Vec::new();
     if needs_node_ports(svc) {
-        let mut claimed: Vec<u16> = Vec::new();
         let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
         for i in 0..count {
             let field = format!("spec.ports[{i}].nodePort");
             let requested = svc["spec"]["ports"][i]["nodePort"].as_u64();
-            let port = match requested {
-                Some(p) => {
-                    let port = u16::try_from(p).ok().filter(|p| ranges.node_ports.contains(p)).ok_or_else(|| {
-                        invalid(FieldError::invalid(
-                            &field,
-                            p,
-                            format!(
-                                "provided port is not in the valid range. The range of valid ports is {}-{}",
-                                ranges.node_ports.start(),
-                                ranges.node_ports.end()
-                            ),
-                        ))
-                    })?;
-                    // One port may serve several of the Service's ports (e.g. TCP and UDP 53).
-                    if !old_holdings.node_ports.contains(&port) && !claimed.contains(&port) {
-                        let key = format!("{PORT_PREFIX}{port}");
-                        if store.get(&key).await.map_err(super::objects::store_error)?.is_some() {
-                            return Err(invalid(FieldError::invalid(&field, port, "provided port is already allocated")));
-                        }
-                        txn = txn.when(Condition::Absent(key.clone())).put(key, owner.to_string());
-                    }
-                    port
-                }
-                None => {
-                    let random = || rand::rng().random_range(ranges.node_ports.clone());
-                    let port = pick_free(store, PORT_PREFIX, random, &claimed, |taken| pick_port(ranges, taken, &claimed))
-                        .await?
-                        .ok_or_else(|| ApiError::internal("no NodePorts left in the range"))?;
-                    let key = format!("{PORT_PREFIX}{port}");
-                    txn = txn.when(Condition::Absent(key.clone())).put(key, owner.to_string());
-                    svc["spec"]["ports"][i]["nodePort"] = Value::from(port);
-                    port
-                }
-            };
+            let port = node_port(store, ranges, &field, requested, &invalid, &old_holdings, &claimed, &mut txn, owner).await?;
+            svc["spec"]["ports"][i]["nodePort"] = Value::from(port);
             claimed.push(port);
         }
     }
 
+    // The health check port of a LoadBalancer with externalTrafficPolicy
+    // Local, from the NodePort range (Kubernetes keeps it across updates
+    // that leave it out).
+    if needs_health_check(svc) {
+        let requested = svc["spec"]["healthCheckNodePort"]
+            .as_u64()
+            .filter(|p| *p != 0)
+            .or_else(|| old.filter(|o| needs_health_check(o)).and_then(|o| o["spec"]["healthCheckNodePort"].as_u64()));
+        let port =
+            node_port(store, ranges, "spec.healthCheckNodePort", requested, &invalid, &old_holdings, &claimed, &mut txn, owner).await?;
+        svc["spec"]["healthCheckNodePort"] = Value::from(port);
+    } else if let Some(spec) = svc["spec"].as_object_mut() {
+        spec.remove("healthCheckNodePort");
+    }
+
     Ok(old_holdings.release_into(&Holdings::of(svc), txn))
+}
+
+/// Claims `requested` (checked against the range and the store, unless
+/// `held` or `claimed` by this Service already) or a free port, adding the
+/// claim to `txn`.
+#[allow(clippy::too_many_arguments)]
+async fn node_port(
+    store: &dyn Store,
+    ranges: &Ranges,
+    field: &str,
+    requested: Option<u64>,
+    invalid: &(dyn Fn(FieldError) -> ApiError + Sync),
+    held: &Holdings,
+    claimed: &[u16],
+    txn: &mut Txn,
+    owner: &str,
+) -> Result<u16, ApiError> {
+    let port = match requested {
+        Some(p) => {
+            let port = u16::try_from(p).ok().filter(|p| ranges.node_ports.contains(p)).ok_or_else(|| {
+                invalid(FieldError::invalid(
+                    field,
+                    p,
+                    format!(
+                        "provided port is not in the valid range. The range of valid ports is {}-{}",
+                        ranges.node_ports.start(),
+                        ranges.node_ports.end()
+                    ),
+                ))
+            })?;
+            // One port may serve several of the Service's ports (e.g. TCP and UDP 53).
+            if held.node_ports.contains(&port) || claimed.contains(&port) {
+                return Ok(port);
+            }
+            let key = format!("{PORT_PREFIX}{port}");
+            if store.get(&key).await.map_err(super::objects::store_error)?.is_some() {
+                return Err(invalid(FieldError::invalid(field, port, "provided port is already allocated")));
+            }
+            port
+        }
+        None => {
+            let random = || rand::rng().random_range(ranges.node_ports.clone());
+            pick_free(store, PORT_PREFIX, random, claimed, |taken| pick_port(ranges, taken, claimed))
+                .await?
+                .ok_or_else(|| ApiError::internal("no NodePorts left in the range"))?
+        }
+    };
+    let key = format!("{PORT_PREFIX}{port}");
+    *txn = std::mem::take(txn).when(Condition::Absent(key.clone())).put(key, owner.to_string());
+    Ok(port)
 }
 
 /// Random candidates tried by point lookup before falling back to a scan of
@@ -298,6 +338,34 @@ mod tests {
         assert!(a2["spec"]["ports"][0].get("nodePort").is_none());
         let mut b = node_port_svc(Some(np));
         allocate(&store, &ranges, &mut b, None, "default/b").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_local_load_balancer_gets_a_health_check_port_kept_on_update_and_freed_with_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s"), Config::default()).unwrap();
+        let ranges = Ranges::default();
+        let mut lb = node_port_svc(None);
+        lb["spec"]["type"] = json!("LoadBalancer");
+        lb["spec"]["externalTrafficPolicy"] = json!("Local");
+        store.commit(allocate(&store, &ranges, &mut lb, None, "default/lb").await.unwrap()).await.unwrap();
+        let hc = lb["spec"]["healthCheckNodePort"].as_u64().expect("a health check port") as u16;
+        assert!(ranges.node_ports.contains(&hc) && lb["spec"]["ports"][0]["nodePort"] != json!(hc));
+        // Taken: nobody else may claim it as a NodePort.
+        let mut other = node_port_svc(Some(hc));
+        assert!(allocate(&store, &ranges, &mut other, None, "default/other").await.unwrap_err().message.contains("already allocated"));
+        // An update that leaves it out keeps it.
+        let mut again = lb.clone();
+        again["spec"].as_object_mut().unwrap().remove("healthCheckNodePort");
+        let txn = allocate(&store, &ranges, &mut again, Some(&lb), "default/lb").await.unwrap();
+        assert!(txn.writes.is_empty(), "{txn:?}");
+        assert_eq!(again["spec"]["healthCheckNodePort"], json!(hc));
+        // Cluster policy: the port goes back.
+        let mut cluster = lb.clone();
+        cluster["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        store.commit(allocate(&store, &ranges, &mut cluster, Some(&lb), "default/lb").await.unwrap()).await.unwrap();
+        assert!(cluster["spec"].get("healthCheckNodePort").is_none());
+        allocate(&store, &ranges, &mut node_port_svc(Some(hc)), None, "default/other").await.unwrap();
     }
 
     #[tokio::test]
