@@ -10,6 +10,7 @@
 use crate::network::{self, NodeNetwork};
 use crate::node::{self, Machine, NodeConfig};
 use crate::pods::{self, PodManager, spec::DnsSettings};
+use crate::proxy::{self, ProxyConfig, ProxyMode};
 use crate::runtime::Runtime;
 use crate::runtime::docker::{DockerRuntime, ensure_image_from_binary};
 use crate::runtime::process::{Cgroup, Placement, ProcessRuntime};
@@ -66,6 +67,19 @@ pub struct AgentConfig {
     /// The cgroup (at the top of each hierarchy) that holds this agent's
     /// pods; distinct per agent when several share a machine.
     pub cgroup_root: String,
+    pub proxy_mode: ProxyMode,
+    /// The iptables programs of the proxy and the pod network.
+    pub iptables: crate::iptables::Backend,
+    pub proxy_min_sync_period: std::time::Duration,
+    pub proxy_sync_period: std::time::Duration,
+}
+
+/// Removes every iptables chain and rule an agent makes: the service
+/// proxy's and the pod network's (`hawser agent --cleanup`).
+pub async fn cleanup(iptables: crate::iptables::Backend) -> anyhow::Result<()> {
+    proxy::cleanup(iptables).await.context("removing the service proxy's rules")?;
+    network::remove_rules(iptables).await.context("removing the pod network's rules")?;
+    Ok(())
 }
 
 /// A client for the API server authenticated by the agent's token.
@@ -164,9 +178,21 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let pod_cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
     let mut net_config = network::Config::new(config.data_dir.join("network"), pod_cidr);
     net_config.cluster_cidr = config.cluster_cidr;
+    net_config.iptables = config.iptables;
     let network = Arc::new(NodeNetwork::setup(net_config).await.context("setting up the pod network")?);
     tracing::info!(%pod_cidr, gateway = %network.gateway(), "pod network ready");
 
+    let proxy = tokio::spawn(proxy::run(
+        client.clone(),
+        ProxyConfig {
+            mode: config.proxy_mode,
+            iptables: config.iptables,
+            node_name: config.node_name.clone(),
+            cluster_cidr: config.cluster_cidr,
+            min_sync_period: config.proxy_min_sync_period,
+            sync_period: config.proxy_sync_period,
+        },
+    ));
     let informers = Informers::new(client.clone());
     keep_peer_routes(informers.get::<Node>(), network.clone(), config.node_name.clone());
     let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -183,6 +209,8 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let manager = tokio::spawn(PodManager::new(ctx, pods).run());
     tracing::info!(node = config.node_name, port, "agent ready");
     shutdown.await;
+    // The rules stay: a restarted agent takes over from them without a gap.
+    proxy.abort();
     manager.abort();
     let _ = stop_server.send(());
     let _ = serving.await;
@@ -199,6 +227,9 @@ fn keep_peer_routes(nodes: Informer<Node>, network: Arc<NodeNetwork>, own: Strin
     let notify = changed.clone();
     nodes.on_change(move |_| notify.notify_one());
     tokio::spawn(async move {
+        // A pass over a cache still loading would remove the routes to
+        // nodes not listed yet: a restarted agent would cut its pods off.
+        nodes.wait_synced().await;
         loop {
             // A periodic pass repairs routes someone else removed.
             tokio::select! {

@@ -84,20 +84,27 @@ struct ServerArgs {
 #[derive(clap::Args)]
 struct AgentArgs {
     /// The API server's URL.
-    #[arg(long)]
-    server: String,
+    #[arg(long, required_unless_present = "cleanup")]
+    server: Option<String>,
     /// A file holding the bearer token the agent authenticates with.
-    #[arg(long)]
-    token_file: PathBuf,
+    #[arg(long, required_unless_present = "cleanup")]
+    token_file: Option<PathBuf>,
     /// The CA certificate that signed the API server's (PEM).
-    #[arg(long, required_unless_present = "insecure_skip_tls_verify")]
+    #[arg(long, required_unless_present_any = ["insecure_skip_tls_verify", "cleanup"])]
     certificate_authority: Option<PathBuf>,
     /// Trust any API server certificate (development only).
     #[arg(long)]
     insecure_skip_tls_verify: bool,
     /// The address other nodes reach this node at (its InternalIP).
+    #[arg(long, required_unless_present = "cleanup")]
+    node_ip: Option<std::net::Ipv4Addr>,
+    /// The cluster's pod network (pod traffic inside it is not masqueraded).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnetwork::Ipv4Network,
+    /// Remove every iptables chain and rule agents made (service proxy
+    /// and pod network), then exit. Pods, bridge and routes are left alone.
     #[arg(long)]
-    node_ip: std::net::Ipv4Addr,
+    cleanup: bool,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -144,6 +151,19 @@ struct NodeArgs {
     /// The cgroup holding this agent's pods (one per agent on a machine).
     #[arg(long, default_value = "hawser")]
     cgroup_root: String,
+    /// The service proxy's backend.
+    #[arg(long, default_value = "iptables", value_parser = ["iptables"])]
+    proxy_mode: String,
+    /// Which iptables programs the proxy and the pod network use: the
+    /// system's `iptables-restore`, or `nft` / `legacy` explicitly.
+    #[arg(long, default_value = "system")]
+    iptables_backend: hawser_agent::iptables::Backend,
+    /// The shortest time between two proxy syncs (changes meanwhile wait).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    proxy_min_sync_period: Duration,
+    /// How often the proxy re-checks all its rules (a full sync).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    proxy_sync_period: Duration,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +221,10 @@ impl NodeArgs {
             port: self.port,
             supervisor_exe: std::env::current_exe().context("locating the hawser binary for pod supervisors")?,
             cgroup_root: self.cgroup_root.clone(),
+            proxy_mode: self.proxy_mode.parse().map_err(anyhow::Error::msg)?,
+            iptables: self.iptables_backend,
+            proxy_min_sync_period: self.proxy_min_sync_period,
+            proxy_sync_period: self.proxy_sync_period,
         })
     }
 }
@@ -283,14 +307,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(addr = %server.local_addr, kubeconfig = %server.kubeconfig.display(), "API server ready");
             server.serve(shutdown_signal()).await
         }
+        Command::Agent(args) if args.cleanup => {
+            hawser_agent::agent::cleanup(args.node.iptables_backend).await?;
+            println!("removed the agent's iptables chains and rules");
+            Ok(())
+        }
         Command::Agent(args) => {
             let ca = if args.insecure_skip_tls_verify { None } else { args.certificate_authority.clone() };
             let config = args.node.agent_config(
-                args.server.clone(),
-                args.token_file.clone(),
+                args.server.clone().context("--server is required")?,
+                args.token_file.clone().context("--token-file is required")?,
                 ca,
-                args.node_ip,
-                "10.244.0.0/16".parse().expect("a CIDR"),
+                args.node_ip.context("--node-ip is required")?,
+                args.cluster_cidr,
                 PathBuf::from("/var/lib/hawser/agent"),
             )?;
             hawser_agent::agent::run(config, shutdown_signal()).await

@@ -12,15 +12,12 @@
 //! and `-D` of a missing rule would fail the whole input), the way
 //! kube-proxy keeps its jumps.
 //!
-//! `iptables-save` and `iptables-restore` act on the network namespace of
-//! the thread that starts them: they are started from the caller's thread.
+//! `iptables-save` and `iptables-restore` ([`crate::iptables`]) act on the
+//! network namespace of the thread that starts them.
 
 use super::NetworkError;
-use super::netlink::Context;
+use crate::iptables::{self, Backend, Saved};
 use ipnetwork::Ipv4Network;
-use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 /// The nat chain that masquerades pod egress, jumped to from POSTROUTING.
 pub const EGRESS_CHAIN: &str = "HAWSER-POD-EGRESS";
@@ -28,15 +25,17 @@ pub const EGRESS_CHAIN: &str = "HAWSER-POD-EGRESS";
 pub const FORWARD_CHAIN: &str = "HAWSER-POD-FORWARD";
 
 /// Installs (or refreshes) both chains and their jumps.
-pub(crate) async fn ensure(pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network) -> Result<(), NetworkError> {
-    let saved = save().await?;
-    restore(&ensure_input(pod_cidr, cluster_cidr, &saved), "installing the pod network's iptables chains").await
+pub(crate) async fn ensure(backend: Backend, pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network) -> Result<(), NetworkError> {
+    let saved = Saved::parse(&iptables::save(backend, None).await?);
+    iptables::restore(backend, &ensure_input(pod_cidr, cluster_cidr, &saved), "installing the pod network's iptables chains").await?;
+    Ok(())
 }
 
 /// Removes both chains and every jump to them.
-pub(crate) async fn remove() -> Result<(), NetworkError> {
-    let saved = save().await?;
-    restore(&remove_input(&saved), "removing the pod network's iptables chains").await
+pub(crate) async fn remove(backend: Backend) -> Result<(), NetworkError> {
+    let saved = Saved::parse(&iptables::save(backend, None).await?);
+    iptables::restore(backend, &remove_input(&saved), "removing the pod network's iptables chains").await?;
+    Ok(())
 }
 
 /// One of our chains: where it lives, what jumps to it, what it holds.
@@ -68,14 +67,14 @@ fn forward_rules(chain: &str, pod_cidr: Ipv4Network, _: Ipv4Network) -> Vec<Stri
 }
 
 /// The restore input for [`ensure`], given what `iptables-save` printed.
-fn ensure_input(pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network, saved: &str) -> String {
+fn ensure_input(pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network, saved: &Saved) -> String {
     let mut input = String::new();
     for Chain { table, builtin, name, comment, rules } in CHAINS {
         input += &format!("*{table}\n:{name} - [0:0]\n");
         for rule in rules(name, pod_cidr, cluster_cidr) {
             input += &format!("{rule}\n");
         }
-        if jumps(saved, table, builtin, name).is_empty() {
+        if saved.jumps(table, builtin, name).is_empty() {
             input += &format!("-I {builtin} 1 -m comment --comment \"{comment}\" -j {name}\n");
         }
         input += "COMMIT\n";
@@ -85,63 +84,16 @@ fn ensure_input(pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network, saved: &str) -
 
 /// The restore input for [`remove`]: every jump deleted as saved, then the
 /// chain declared (so emptied, or made if absent) and deleted.
-fn remove_input(saved: &str) -> String {
+fn remove_input(saved: &Saved) -> String {
     let mut input = String::new();
     for Chain { table, builtin, name, .. } in CHAINS {
         input += &format!("*{table}\n");
-        for jump in jumps(saved, table, builtin, name) {
+        for jump in saved.jumps(table, builtin, name) {
             input += &format!("-D{}\n", jump.strip_prefix("-A").expect("saved rules start with -A"));
         }
         input += &format!(":{name} - [0:0]\n-X {name}\nCOMMIT\n");
     }
     input
-}
-
-/// The saved rules of `builtin` in `table` that jump to `chain`.
-fn jumps<'a>(saved: &'a str, table: &str, builtin: &str, chain: &str) -> Vec<&'a str> {
-    let mut in_table = false;
-    let mut found = Vec::new();
-    for line in saved.lines() {
-        if let Some(name) = line.strip_prefix('*') {
-            in_table = name.trim() == table;
-        } else if in_table && line.strip_prefix("-A ").and_then(|rest| rest.split_whitespace().next()) == Some(builtin) {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if words.windows(2).any(|pair| pair == ["-j", chain]) {
-                found.push(line);
-            }
-        }
-    }
-    found
-}
-
-async fn save() -> Result<String, NetworkError> {
-    let output = Command::new("iptables-save").stdin(Stdio::null()).output().await.with_context(|| "running iptables-save".to_string())?;
-    if !output.status.success() {
-        return Err(NetworkError::Iptables { context: "running iptables-save".to_string(), detail: failure(&output) });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-async fn restore(input: &str, context: &str) -> Result<(), NetworkError> {
-    let mut child = Command::new("iptables-restore")
-        .args(["--noflush", "--wait"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("{context}: running iptables-restore"))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin.write_all(input.as_bytes()).await.with_context(|| format!("{context}: writing to iptables-restore"))?;
-    drop(stdin);
-    let output = child.wait_with_output().await.with_context(|| format!("{context}: waiting for iptables-restore"))?;
-    if !output.status.success() {
-        return Err(NetworkError::Iptables { context: context.to_string(), detail: format!("{}; input was:\n{input}", failure(&output)) });
-    }
-    Ok(())
-}
-
-fn failure(output: &std::process::Output) -> String {
-    format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim())
 }
 
 #[cfg(test)]
@@ -175,7 +127,7 @@ COMMIT
     fn ensuring_on_a_fresh_host_declares_both_chains_their_rules_and_jumps() {
         let (pod, cluster) = cidrs();
         assert_eq!(
-            ensure_input(pod, cluster, ""),
+            ensure_input(pod, cluster, &Saved::default()),
             "*nat\n\
              :HAWSER-POD-EGRESS - [0:0]\n\
              -A HAWSER-POD-EGRESS -s 10.244.1.0/24 ! -d 10.244.0.0/16 -m comment --comment \"pod traffic leaving the cluster network\" -j MASQUERADE\n\
@@ -193,7 +145,7 @@ COMMIT
     #[test]
     fn ensuring_again_adds_no_second_jump() {
         let (pod, cluster) = cidrs();
-        let input = ensure_input(pod, cluster, SAVED_WITH_JUMPS);
+        let input = ensure_input(pod, cluster, &Saved::parse(SAVED_WITH_JUMPS));
         assert!(!input.contains("-I "), "{input}");
         assert!(input.contains(":HAWSER-POD-EGRESS - [0:0]\n-A HAWSER-POD-EGRESS "), "the chain is emptied and refilled: {input}");
     }
@@ -201,7 +153,7 @@ COMMIT
     #[test]
     fn removing_deletes_exactly_our_jumps_then_the_chains() {
         assert_eq!(
-            remove_input(SAVED_WITH_JUMPS),
+            remove_input(&Saved::parse(SAVED_WITH_JUMPS)),
             "*nat\n\
              -D POSTROUTING -m comment --comment \"hawser pod egress\" -j HAWSER-POD-EGRESS\n\
              :HAWSER-POD-EGRESS - [0:0]\n\

@@ -82,12 +82,21 @@ pub struct Config {
     /// The pods' (and bridge's) MTU; `None`: that of the interface the
     /// node's default route leaves by, else [`FALLBACK_MTU`].
     pub mtu: Option<u32>,
+    /// Which iptables programs the masquerade and forward chains go through.
+    pub iptables: crate::iptables::Backend,
 }
 
 impl Config {
     /// The defaults from DESIGN.md for a node with `pod_cidr`.
     pub fn new(state_dir: impl Into<PathBuf>, pod_cidr: Ipv4Network) -> Self {
-        Self { state_dir: state_dir.into(), bridge: BRIDGE.to_string(), pod_cidr, cluster_cidr: CLUSTER_CIDR, mtu: None }
+        Self {
+            state_dir: state_dir.into(),
+            bridge: BRIDGE.to_string(),
+            pod_cidr,
+            cluster_cidr: CLUSTER_CIDR,
+            mtu: None,
+            iptables: Default::default(),
+        }
     }
 }
 
@@ -115,9 +124,9 @@ pub enum NetworkError {
     Io { context: String, source: io::Error },
     #[error("{context}: {source}")]
     Ipam { context: String, source: IpamError },
-    /// `iptables-save` or `iptables-restore` failed; `detail` has its stderr.
-    #[error("{context}: {detail}")]
-    Iptables { context: String, detail: String },
+    /// `iptables-save` or `iptables-restore` failed.
+    #[error(transparent)]
+    Iptables(#[from] crate::iptables::IptablesError),
     /// Something already on the node is in the way and is not ours to change.
     #[error("{0}")]
     Conflict(String),
@@ -149,8 +158,15 @@ pub struct NodeNetwork {
     pod_cidr: Ipv4Network,
     cluster_cidr: Ipv4Network,
     mtu: u32,
+    backend: crate::iptables::Backend,
     ipam: Arc<Ipam>,
     netlink: Netlink,
+}
+
+/// Removes the pod network's iptables chains and their jumps, leaving
+/// links, addresses and routes (`hawser agent --cleanup`).
+pub async fn remove_rules(backend: crate::iptables::Backend) -> Result<(), NetworkError> {
+    iptables::remove(backend).await
 }
 
 impl NodeNetwork {
@@ -174,7 +190,7 @@ impl NodeNetwork {
     /// the same bridge is bridged, not routed, so only bridge-nf lets
     /// conntrack undo the DNAT (and it is what makes hairpin work).
     pub async fn setup(config: Config) -> Result<Self, NetworkError> {
-        let Config { state_dir, bridge, pod_cidr, cluster_cidr, mtu } = config;
+        let Config { state_dir, bridge, pod_cidr, cluster_cidr, mtu, iptables: backend } = config;
         check_bridge_name(&bridge)?;
         let (pod_cidr, cluster_cidr) = (normalized(pod_cidr), normalized(cluster_cidr));
         let ipam = blocking(|| format!("opening the pod address store for {pod_cidr}"), move || Ipam::open(&state_dir, pod_cidr)).await?;
@@ -185,8 +201,8 @@ impl NodeNetwork {
         };
         bridge::ensure(&netlink, &bridge, Ipv4Network::new(ipam.gateway(), pod_cidr.prefix()).expect("prefix of a network"), mtu).await?;
         enable_ip_forward()?;
-        iptables::ensure(pod_cidr, cluster_cidr).await?;
-        Ok(Self { bridge, pod_cidr, cluster_cidr, mtu, ipam: Arc::new(ipam), netlink })
+        iptables::ensure(backend, pod_cidr, cluster_cidr).await?;
+        Ok(Self { bridge, pod_cidr, cluster_cidr, mtu, backend, ipam: Arc::new(ipam), netlink })
     }
 
     /// Wires the pod `pod_uid` whose network namespace is the file `netns`
@@ -278,7 +294,7 @@ impl NodeNetwork {
         }
         results.push(bridge::delete(&self.netlink, &self.bridge).await);
         results.push(routes::sync(&self.netlink, self.pod_cidr, &[]).await);
-        results.push(iptables::remove().await);
+        results.push(iptables::remove(self.backend).await);
         all_ok("tearing down the pod network", results)
     }
 
