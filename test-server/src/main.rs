@@ -15,19 +15,31 @@
 //! | `/alloc?mb=N` | allocates and touches N MiB, kept until exit |
 //! | `/exit?code=N` | exits with code N after answering |
 //!
+//! It also answers UDP on the same address: every datagram gets the pod's
+//! name back.
+//!
 //! `--alloc-mb N` allocates at start, before listening (the OOM test).
-//! `hawser-test-server fetch URL` is the client: prints the body of
-//! `GET http://IP:PORT/path`, exit 1 on a non-2xx answer or an error. Only
-//! IP addresses, never names: the tests never resolve anything through it.
+//!
+//! The clients (only IP addresses, never names: the tests never resolve
+//! anything through them):
+//! - `fetch URL [--count N]`: prints the body of `GET http://IP:PORT/path`
+//!   (N times, each on a new connection, one body per line); exit 1 on a
+//!   non-2xx answer or an error, which goes to stderr with the time it
+//!   took (a refused connect fails in microseconds, a dropped one times out).
+//! - `loop URL --seconds S`: new connections one after another for S
+//!   seconds; prints `ok N failed M` and exits 1 if any failed.
+//! - `udp IP:PORT [--count N] [--interval-ms I] [--source-port P]`: sends N
+//!   datagrams from one socket (so one conntrack entry) and prints each
+//!   answer, or `-` when none came within a second.
 //!
 //! std only, no dependencies: the Docker runtime's tests copy it statically
 //! linked into a `FROM scratch` image.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use std::{env, fs, process, thread};
 
 #[derive(Default)]
@@ -39,18 +51,11 @@ struct Flags {
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("fetch") {
-        let Some(url) = args.get(1) else { fail("usage: hawser-test-server fetch http://IP:PORT/PATH") };
-        match fetch(url) {
-            Ok((status, body)) => {
-                print!("{body}");
-                if !(200..300).contains(&status) {
-                    process::exit(1)
-                }
-            }
-            Err(e) => fail(&format!("fetch {url}: {e}")),
-        }
-        return;
+    match args.first().map(String::as_str) {
+        Some("fetch") => return fetch_command(&args[1..]),
+        Some("loop") => return loop_command(&args[1..]),
+        Some("udp") => return udp_command(&args[1..]),
+        _ => {}
     }
     let mut listen = env::var("PORT").map(|p| format!("0.0.0.0:{p}")).unwrap_or_else(|_| "0.0.0.0:8080".into());
     let flags = Arc::new(Flags::default());
@@ -66,6 +71,8 @@ fn main() {
         }
     }
     let listener = TcpListener::bind(&listen).unwrap_or_else(|e| fail(&format!("listening on {listen}: {e}")));
+    let udp = UdpSocket::bind(&listen).unwrap_or_else(|e| fail(&format!("listening on {listen}/udp: {e}")));
+    thread::spawn(move || serve_udp(udp));
     eprintln!("hawser-test-server: serving on {listen}");
     for stream in listener.incoming().flatten() {
         let flags = flags.clone();
@@ -169,6 +176,90 @@ fn answer(path: &str, q: &str, peer: Option<SocketAddr>, flags: &Flags) -> (u16,
             Some(Err(_)) => (404, "unset\n".into(), None),
             None => (404, "not found\n".into(), None),
         },
+    }
+}
+
+fn serve_udp(socket: UdpSocket) {
+    let mut buf = [0u8; 1500];
+    while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+        let _ = socket.send_to(pod_name().as_bytes(), peer);
+    }
+}
+
+/// `--name VALUE` from `args`, parsed, else `default`.
+fn option<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| fail(&format!("{name} needs a value"))),
+        None => default,
+    }
+}
+
+fn fetch_command(args: &[String]) {
+    let Some(url) = args.first() else { fail("usage: hawser-test-server fetch http://IP:PORT/PATH [--count N]") };
+    let count: usize = option(args, "--count", 1);
+    let mut failed = false;
+    for _ in 0..count {
+        let started = Instant::now();
+        match fetch(url) {
+            Ok((status, body)) => {
+                print!("{body}");
+                if !(200..300).contains(&status) {
+                    failed = true;
+                }
+            }
+            Err(e) => {
+                eprintln!("hawser-test-server: fetch {url}: {e} (after {} ms)", started.elapsed().as_millis());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        process::exit(1)
+    }
+}
+
+fn loop_command(args: &[String]) {
+    let Some(url) = args.first() else { fail("usage: hawser-test-server loop http://IP:PORT/PATH --seconds S") };
+    let seconds: u64 = option(args, "--seconds", 10);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        match fetch(url) {
+            Ok((200..=299, _)) => ok += 1,
+            Ok((status, _)) => {
+                eprintln!("status {status}");
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    println!("ok {ok} failed {failed}");
+    if failed > 0 {
+        process::exit(1)
+    }
+}
+
+fn udp_command(args: &[String]) {
+    let Some(target) = args.first() else { fail("usage: hawser-test-server udp IP:PORT [--count N] [--interval-ms I] [--source-port P]") };
+    let target: SocketAddr = target.parse().unwrap_or_else(|e| fail(&format!("{target}: {e}")));
+    let count: usize = option(args, "--count", 1);
+    let interval = Duration::from_millis(option(args, "--interval-ms", 100));
+    let source_port: u16 = option(args, "--source-port", 0);
+    let socket = UdpSocket::bind(("0.0.0.0", source_port)).unwrap_or_else(|e| fail(&format!("binding port {source_port}: {e}")));
+    socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut buf = [0u8; 1500];
+    for i in 0..count {
+        if i > 0 {
+            thread::sleep(interval);
+        }
+        let _ = socket.send_to(b"ping", target);
+        match socket.recv(&mut buf) {
+            Ok(n) => println!("{}", String::from_utf8_lossy(&buf[..n])),
+            Err(_) => println!("-"),
+        }
     }
 }
 

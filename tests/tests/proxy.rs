@@ -1,0 +1,492 @@
+//! The service proxy end to end: a 3-node cluster of namespace hosts with
+//! real agents, Services applied with real kubectl, traffic from pods,
+//! from the nodes' own namespaces and from a client host on the underlay.
+//!
+//! Every check is written once as a function of the proxy mode and run for
+//! each mode by [`on_every_mode`]: a new backend joins by adding its mode
+//! there.
+
+use hawser_tests::netns::Netns;
+use hawser_tests::nodes::{AgentHost, NetnsCluster, test_server_binary, test_server_command};
+use hawser_tests::poll_until;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `#[test]` wrappers running each function named for every proxy mode.
+macro_rules! on_every_mode {
+    ($($test:ident),* $(,)?) => {
+        mod iptables {
+            $(#[test]
+            fn $test() {
+                super::$test("iptables")
+            })*
+        }
+    };
+}
+
+on_every_mode!(
+    cluster_ips_and_node_ports_reach_every_endpoint_from_pods_nodes_and_outside,
+    local_traffic_policy_keeps_the_client_address_and_answers_health_checks,
+    unready_and_missing_endpoints_stop_traffic_at_once_and_udp_follows_a_replaced_pod,
+    a_thousand_services_of_ten_endpoints_are_programmed_as_wanted,
+    an_agent_restart_drops_no_connection_and_cleanup_leaves_nothing,
+);
+
+/// The client host on the underlay, outside every node.
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
+
+struct ProxyCluster {
+    cluster: NetnsCluster,
+    /// Dropped before the cluster (and its LAN).
+    client: Netns,
+}
+
+impl std::ops::Deref for ProxyCluster {
+    type Target = NetnsCluster;
+    fn deref(&self) -> &NetnsCluster {
+        &self.cluster
+    }
+}
+
+impl ProxyCluster {
+    fn start(mode: &str) -> Self {
+        let mut cluster = NetnsCluster::start_with(3, &[], &["--proxy-mode", mode]);
+        let client = cluster.lan.add_host("client", CLIENT);
+        Self { cluster, client }
+    }
+
+    fn node(&self, name: &str) -> &AgentHost {
+        self.cluster.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Runs the test server's client on the client host.
+    fn client_run(&self, args: &[&str]) -> Output {
+        self.client.run(test_server_binary(), args, Duration::from_secs(60))
+    }
+
+    /// Runs the test server's client inside pod `pod`.
+    fn pod_run(&self, pod: &str, args: &[&str]) -> Output {
+        let server = test_server_command();
+        let mut all = vec!["exec", pod, "--", server.as_str()];
+        all.extend_from_slice(args);
+        self.kubectl(&all)
+    }
+
+    fn service(&self, name: &str) -> Value {
+        self.kubectl_json(&["get", "service", name])
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How many answers came from each pod.
+fn tally(answers: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in answers.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        *counts.entry(line.to_string()).or_default() += 1;
+    }
+    counts
+}
+
+/// An RC of `replicas` test servers labelled app=`name`, readiness probed
+/// every second.
+fn rc(name: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: hawser-test-server
+        command: ["{server}"]
+        ports:
+        - name: http
+          containerPort: 8080
+        readinessProbe:
+          httpGet:
+            path: /ready
+            port: http
+          periodSeconds: 1
+          failureThreshold: 1
+"#,
+        server = test_server_command()
+    )
+}
+
+/// A Service selecting app=`app` on port `port` → 8080 with `extra` spec lines.
+fn service(name: &str, app: &str, port: u16, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {app}\n  ports:\n  - name: http\n    port: {port}\n    targetPort: 8080\n{extra}"
+    )
+}
+
+fn pods_now(cluster: &NetnsCluster, app: &str) -> Vec<Value> {
+    let list = cluster.kubectl_json(&["get", "pods", "-l", &format!("app={app}")]);
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["metadata"]["deletionTimestamp"].is_null()
+        && pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn ready_pods(cluster: &NetnsCluster, app: &str, count: usize) -> Vec<Value> {
+    poll_until(Duration::from_secs(90), &format!("{count} ready pods of {app}"), || {
+        let pods: Vec<Value> = pods_now(cluster, app).into_iter().filter(is_ready).collect();
+        (pods.len() == count).then_some(pods)
+    })
+}
+
+fn name(pod: &Value) -> String {
+    pod["metadata"]["name"].as_str().expect("a name").to_string()
+}
+
+fn pod_ip(pod: &Value) -> String {
+    pod["status"]["podIP"].as_str().expect("a pod IP").to_string()
+}
+
+fn node_of(pod: &Value) -> String {
+    pod["spec"]["nodeName"].as_str().expect("a node").to_string()
+}
+
+fn cluster_ip(service: &Value) -> String {
+    service["spec"]["clusterIP"].as_str().expect("a cluster IP").to_string()
+}
+
+fn node_port(service: &Value) -> u64 {
+    service["spec"]["ports"][0]["nodePort"].as_u64().expect("a node port")
+}
+
+/// Polls `url` from `host` until its answers (over `n` requests) satisfy
+/// `done`; how long that took.
+fn until_answers(fetch: impl Fn() -> Output, what: &str, limit: Duration, done: impl Fn(&BTreeMap<String, usize>) -> bool) -> Duration {
+    let started = Instant::now();
+    poll_until(limit, what, || {
+        let out = fetch();
+        out.status.success().then(|| tally(&String::from_utf8_lossy(&out.stdout))).filter(&done).map(|_| ())
+    });
+    started.elapsed()
+}
+
+fn cluster_ips_and_node_ports_reach_every_endpoint_from_pods_nodes_and_outside(mode: &str) {
+    let c = ProxyCluster::start(mode);
+    c.apply("web.yaml", &rc("web", 3), &[]);
+    c.apply("solo.yaml", &rc("solo", 1), &[]);
+    c.apply("web-svc.yaml", &service("web", "web", 80, "  type: NodePort\n"), &[]);
+    c.apply("sticky-svc.yaml", &service("sticky", "web", 81, "  sessionAffinity: ClientIP\n"), &[]);
+    c.apply("solo-svc.yaml", &service("solo", "solo", 80, "  type: NodePort\n"), &[]);
+    let web = ready_pods(&c, "web", 3);
+    let names: BTreeSet<String> = web.iter().map(name).collect();
+    let solo = ready_pods(&c, "solo", 1).remove(0);
+    let (vip, np) = (cluster_ip(&c.service("web")), node_port(&c.service("web")));
+    let url = format!("http://{vip}:80/");
+
+    // From a pod on every node: 600 requests spread over the 3 endpoints.
+    let clients: BTreeMap<String, String> = web.iter().map(|p| (node_of(p), name(p))).collect();
+    for (node, pod) in &clients {
+        let counts = poll_until(Duration::from_secs(30), &format!("{url} from {pod}"), || {
+            let out = c.pod_run(pod, &["fetch", &url, "--count", "600"]);
+            out.status.success().then(|| tally(&String::from_utf8_lossy(&out.stdout)))
+        });
+        assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), names, "from {pod} on {node}: {counts:?}");
+        assert!(counts.values().all(|&n| n >= 150), "600 requests from {pod} on {node}, at least 150 on each: {counts:?}");
+    }
+    // From every node's own namespace.
+    for node in &c.nodes {
+        let answers = tally(&stdout(&node.run(test_server_binary(), &["fetch", &url, "--count", "30"])));
+        assert!(answers.keys().all(|k| names.contains(k)) && answers.values().sum::<usize>() == 30, "from {}: {answers:?}", node.name);
+    }
+    // NodePort from the client through every node, with or without a local endpoint.
+    let solo_np = node_port(&c.service("solo"));
+    for node in &c.nodes {
+        let answers = tally(&stdout(&c.client_run(&["fetch", &format!("http://{}:{np}/", node.ip), "--count", "30"])));
+        assert!(answers.keys().all(|k| names.contains(k)), "NodePort via {}: {answers:?}", node.name);
+        let solo_answer = stdout(&c.client_run(&["fetch", &format!("http://{}:{solo_np}/", node.ip)]));
+        assert_eq!(solo_answer.trim(), name(&solo), "NodePort via {} (solo runs on {})", node.name, node_of(&solo));
+    }
+    // ClientIP affinity: 50 requests from one client, one pod.
+    let sticky = format!("http://{}:81/", cluster_ip(&c.service("sticky")));
+    let one_client = clients.values().next().unwrap();
+    let counts = tally(&stdout(&c.pod_run(one_client, &["fetch", &sticky, "--count", "50"])));
+    assert_eq!(counts.len(), 1, "50 requests from one client hit one pod: {counts:?}");
+    // Hairpin: the solo pod reaches itself through its own service.
+    let own = format!("http://{}:80/", cluster_ip(&c.service("solo")));
+    let hairpin = stdout(&c.pod_run(&name(&solo), &["fetch", &own, "--count", "5"]));
+    assert_eq!(tally(&hairpin), BTreeMap::from([(name(&solo), 5)]), "{hairpin}");
+    // And the answer came from the node's side of the bridge (masqueraded),
+    // the only way its reply can come back through the NAT.
+    let source = stdout(&c.pod_run(&name(&solo), &["fetch", &format!("{own}source")]));
+    assert_ne!(source.split(':').next().unwrap(), pod_ip(&solo), "hairpin traffic is masqueraded: {source}");
+}
+
+fn local_traffic_policy_keeps_the_client_address_and_answers_health_checks(mode: &str) {
+    let c = ProxyCluster::start(mode);
+    c.apply("solo.yaml", &rc("solo", 1), &[]);
+    // A LoadBalancer (with no load balancer here) is what gets a health check port.
+    c.apply("local-svc.yaml", &service("local", "solo", 80, "  type: LoadBalancer\n  externalTrafficPolicy: Local\n"), &[]);
+    let solo = ready_pods(&c, "solo", 1).remove(0);
+    let home = node_of(&solo);
+    let svc = c.service("local");
+    let (np, hc) = (node_port(&svc), svc["spec"]["healthCheckNodePort"].as_u64().expect("a health check node port"));
+    let home_ip = c.node(&home).ip;
+
+    // Through the pod's node: the pod sees the client's own address.
+    let source = poll_until(Duration::from_secs(30), "the local NodePort answers", || {
+        let out = c.client_run(&["fetch", &format!("http://{home_ip}:{np}/source")]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    });
+    assert_eq!(source.split(':').next().unwrap(), CLIENT.to_string(), "the client's address is kept");
+    // The health check: 200 with one local endpoint there, 503 elsewhere.
+    let healthy = poll_until(Duration::from_secs(10), "the health check port answers", || {
+        let out = c.client_run(&["fetch", &format!("http://{home_ip}:{hc}/healthz")]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    let json: Value = serde_json::from_str(&healthy).unwrap();
+    assert_eq!(json["localEndpoints"], 1, "{healthy}");
+    assert_eq!(json["service"], serde_json::json!({"namespace": "default", "name": "local"}));
+    for node in c.nodes.iter().filter(|n| n.name != home) {
+        let out = c.client_run(&["fetch", &format!("http://{}:{hc}/healthz", node.ip)]);
+        assert!(!out.status.success(), "503 from {}", node.name);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"localEndpoints\":0"), "{out:?}");
+        // Nodes without a local endpoint do not forward outside traffic.
+        let out = c.client_run(&["fetch", &format!("http://{}:{np}/", node.ip)]);
+        assert!(!out.status.success(), "{} has no local endpoint and must not forward: {out:?}", node.name);
+        // Their own traffic still reaches the service.
+        let own = stdout(&node.run(test_server_binary(), &["fetch", &format!("http://{}:{np}/", node.ip)]));
+        assert_eq!(own.trim(), name(&solo), "{}'s own traffic to its NodePort", node.name);
+    }
+}
+
+fn unready_and_missing_endpoints_stop_traffic_at_once_and_udp_follows_a_replaced_pod(mode: &str) {
+    let c = ProxyCluster::start(mode);
+    c.apply("web.yaml", &rc("web", 3), &[]);
+    c.apply("web-svc.yaml", &service("web", "web", 80, ""), &[]);
+    c.apply("echo.yaml", &rc("echo", 1), &[]);
+    c.apply(
+        "echo-svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\nspec:\n  selector:\n    app: echo\n  ports:\n  - name: dns\n    port: 53\n    protocol: UDP\n    targetPort: 8080\n",
+        &[],
+    );
+    let web = ready_pods(&c, "web", 3);
+    let url = format!("http://{}:80/", cluster_ip(&c.service("web")));
+    let n1 = c.node("n1");
+    let fetch = |count: &str| n1.run(test_server_binary(), &["fetch", &url, "--count", count]);
+    until_answers(|| fetch("60"), "all three endpoints answer", Duration::from_secs(30), |t| t.len() == 3);
+
+    // Readiness off in one pod: no new connection reaches it within 2 s.
+    let (victim, victim_ip) = (name(&web[0]), pod_ip(&web[0]));
+    let owner = c.node(&node_of(&web[0]));
+    owner.fetch(&format!("http://{victim_ip}:8080/set?ready=false")).unwrap();
+    let took = until_answers(|| fetch("30"), "the unready pod gets no traffic", Duration::from_secs(30), |t| !t.contains_key(&victim));
+    assert!(took <= Duration::from_secs(2), "the unready pod still got connections {took:?} after its readiness went");
+    owner.fetch(&format!("http://{victim_ip}:8080/set?ready=true")).unwrap();
+    until_answers(|| fetch("60"), "the pod is back", Duration::from_secs(30), |t| t.contains_key(&victim));
+
+    // Scaled to zero: a connect is refused at once, not left to time out.
+    c.kubectl_ok(&["scale", "rc", "web", "--replicas=0"]);
+    let refused = poll_until(Duration::from_secs(60), "connections are refused", || {
+        let out = fetch("1");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (!out.status.success() && err.contains("refused")).then_some(err)
+    });
+    let started = Instant::now();
+    let out = fetch("1");
+    assert!(!out.status.success() && started.elapsed() < Duration::from_millis(500), "refused at once: {refused}");
+
+    // UDP: one socket keeps sending (one conntrack entry); after the pod is
+    // replaced the traffic reaches the new one within 2 s of its readiness.
+    let echo = ready_pods(&c, "echo", 1).remove(0);
+    let udp_target = format!("{}:53", cluster_ip(&c.service("echo")));
+    let first = stdout(&n1.run(test_server_binary(), &["udp", &udp_target, "--count", "3", "--source-port", "40053"]));
+    assert!(first.lines().any(|l| l == name(&echo)), "the UDP service answers: {first}");
+    let mut sender = UdpLoop::start(n1, &udp_target, 40053);
+    c.kubectl_ok(&["delete", "pod", &name(&echo), "--wait=false"]);
+    let replacement = poll_until(Duration::from_secs(60), "a new echo pod is ready", || {
+        pods_now(&c, "echo").into_iter().find(|p| is_ready(p) && name(p) != name(&echo))
+    });
+    let ready_at = Instant::now();
+    let answers = poll_until(Duration::from_secs(10), "the new pod answers UDP", || {
+        let seen = sender.answers();
+        seen.iter().find(|(_, answer)| *answer == name(&replacement)).map(|(at, _)| *at)
+    });
+    assert!(
+        answers.saturating_duration_since(ready_at) <= Duration::from_secs(2),
+        "UDP reached the new pod {:?} after it was seen ready",
+        answers.saturating_duration_since(ready_at)
+    );
+    sender.stop();
+}
+
+/// `hawser-test-server udp` from one source port, answers timestamped as
+/// they arrive.
+struct UdpLoop {
+    child: Child,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl UdpLoop {
+    fn start(host: &AgentHost, target: &str, source_port: u16) -> Self {
+        let mut child = host
+            .ns
+            .command(test_server_binary())
+            .args(["udp", target, "--count", "600", "--interval-ms", "100", "--source-port", &source_port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the UDP client");
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = answers.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Self { child, answers }
+    }
+
+    fn answers(&self) -> Vec<(Instant, String)> {
+        self.answers.lock().unwrap().clone()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for UdpLoop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn a_thousand_services_of_ten_endpoints_are_programmed_as_wanted(mode: &str) {
+    let c = ProxyCluster::start(mode);
+    c.apply("many.yaml", &rc("many", 10), &[]);
+    let pods = ready_pods(&c, "many", 10);
+    let endpoints: BTreeSet<String> = pods.iter().map(|p| format!("{}:8080", pod_ip(p))).collect();
+    let services: String = (0..1000).map(|i| format!("{}---\n", service(&format!("s{i}"), "many", 80, ""))).collect();
+    c.apply("services.yaml", &services, &["--server-side"]);
+    let list = c.kubectl_json(&["get", "services", "-o", "json"]);
+    let vips: BTreeSet<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metadata"]["name"].as_str().is_some_and(|n| n.starts_with('s') && n[1..].parse::<u32>().is_ok()))
+        .map(cluster_ip)
+        .collect();
+    assert_eq!(vips.len(), 1000);
+    // Every node's nat table: each VIP jumps to a chain that spreads over
+    // exactly the ten endpoints.
+    for node in &c.nodes {
+        let started = Instant::now();
+        poll_until(Duration::from_secs(300), &format!("1000 services programmed on {}", node.name), || {
+            let saved = stdout(&node.run("iptables-save", &["-t", "nat"]));
+            let mismatch = mismatches(&saved, &vips, &endpoints);
+            mismatch.is_empty().then_some(()).or_else(|| {
+                eprintln!("{}: {} services not yet as wanted, e.g. {:?}", node.name, mismatch.len(), mismatch.first());
+                None
+            })
+        });
+        eprintln!("{}: 1000 services × 10 endpoints as wanted after {:?}", node.name, started.elapsed());
+    }
+}
+
+/// The VIPs whose rules in `saved` (iptables-save of nat) do not send
+/// port 80 to exactly `endpoints`.
+fn mismatches(saved: &str, vips: &BTreeSet<String>, endpoints: &BTreeSet<String>) -> Vec<String> {
+    let mut chains: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in saved.lines() {
+        if let Some(rule) = line.strip_prefix("-A ") {
+            let chain = rule.split_whitespace().next().unwrap();
+            chains.entry(chain).or_default().push(line);
+        }
+    }
+    let target = |rule: &str| rule.split(" -j ").nth(1).map(|t| t.split_whitespace().next().unwrap_or("").to_string());
+    let mut wrong = Vec::new();
+    for vip in vips {
+        let jump = chains
+            .get("HAWSER-SERVICES")
+            .into_iter()
+            .flatten()
+            .find(|r| r.contains(&format!("-d {vip}/32 ")) && r.contains("--dport 80 "))
+            .and_then(|r| target(r));
+        let Some(svc) = jump else {
+            wrong.push(format!("{vip}: no HAWSER-SERVICES rule"));
+            continue;
+        };
+        let seps: Vec<String> =
+            chains.get(svc.as_str()).into_iter().flatten().filter_map(|r| target(r)).filter(|t| t.starts_with("HAWSER-SEP-")).collect();
+        let dnat: BTreeSet<String> = seps
+            .iter()
+            .filter_map(|sep| chains.get(sep.as_str()))
+            .flatten()
+            .filter_map(|r| r.split("--to-destination ").nth(1))
+            .map(|t| t.trim().to_string())
+            .collect();
+        if seps.len() != endpoints.len() || &dnat != endpoints {
+            wrong.push(format!("{vip}: {} SEP jumps to {dnat:?}", seps.len()));
+        }
+    }
+    wrong
+}
+
+fn an_agent_restart_drops_no_connection_and_cleanup_leaves_nothing(mode: &str) {
+    let mut c = ProxyCluster::start(mode);
+    c.apply("web.yaml", &rc("web", 3), &[]);
+    c.apply("web-svc.yaml", &service("web", "web", 80, ""), &[]);
+    ready_pods(&c, "web", 3);
+    let url = format!("http://{}:80/", cluster_ip(&c.service("web")));
+    let n1 = c.node("n1");
+    until_answers(
+        || n1.run(test_server_binary(), &["fetch", &url, "--count", "30"]),
+        "the service answers",
+        Duration::from_secs(30),
+        |t| t.len() == 3,
+    );
+    // A steady connect loop through the VIP while n1's agent is killed and
+    // started again.
+    let looping = n1
+        .ns
+        .command(test_server_binary())
+        .args(["loop", &url, "--seconds", "12"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the connect loop");
+    std::thread::sleep(Duration::from_secs(2));
+    let n1 = c.cluster.nodes.iter_mut().find(|n| n.name == "n1").unwrap();
+    n1.kill9_agent();
+    std::thread::sleep(Duration::from_secs(1));
+    n1.restart_agent();
+    let out = looping.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.trim().starts_with("ok ") && report.trim().ends_with(" failed 0"), "{report}");
+
+    // --cleanup: nothing of ours is left in any table.
+    n1.kill9_agent();
+    let cleanup = n1.run(hawser_tests::hawser_binary(), &["agent", "--cleanup"]);
+    assert!(cleanup.status.success(), "{cleanup:?}");
+    let saved = stdout(&n1.run("iptables-save", &[]));
+    assert!(!saved.contains("HAWSER-"), "iptables-save after --cleanup:\n{saved}");
+}
