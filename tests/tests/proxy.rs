@@ -253,7 +253,8 @@ fn local_traffic_policy_keeps_the_client_address_and_answers_health_checks(mode:
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     });
     assert_eq!(source.split(':').next().unwrap(), CLIENT.to_string(), "the client's address is kept");
-    // The health check: 200 with one local endpoint there, 503 elsewhere.
+    // The health check: 200 with one local endpoint there, 503 elsewhere
+    // (its server starts just after the sync that programs the NodePort).
     let healthy = poll_until(Duration::from_secs(10), "the health check port answers", || {
         let out = c.client_run(&["fetch", &format!("http://{home_ip}:{hc}/healthz")]);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
