@@ -10,6 +10,7 @@ pub mod docker;
 pub mod kwok;
 pub mod netns;
 pub mod nodes;
+pub mod pods;
 pub mod stats;
 
 /// The manifests under `tests/manifests/`, shared by the test files.

@@ -10,6 +10,7 @@
 //! image). What reads the process runtime's cgroups runs on it alone.
 
 use hawser_tests::nodes::{NetnsCluster, OneNode, Runtime};
+use hawser_tests::pods::{is_ready, pod_ip, pod_name, pods_of, ready_pods, test_server_rc as rc};
 use hawser_tests::{poll_until, table_cells};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -42,58 +43,6 @@ on_both_runtimes!(
     deleting_a_pod_removes_its_containers_veth_and_address,
 );
 
-/// An RC of `replicas` test servers labelled app=`name`, with a readiness
-/// probe on `/ready`.
-fn rc(runtime: Runtime, name: &str, replicas: u32) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: ReplicationController
-metadata:
-  name: {name}
-spec:
-  replicas: {replicas}
-  selector:
-    app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: web
-        image: {image}
-        command: ["{server}"]
-        ports:
-        - name: http
-          containerPort: 8080
-        readinessProbe:
-          httpGet:
-            path: /ready
-            port: http
-          periodSeconds: 1
-"#,
-        image = runtime.server_image(),
-        server = runtime.server_command()
-    )
-}
-
-/// The pods labelled app=`app` once `count` of them are Running and Ready.
-fn ready_pods(cluster: &hawser_tests::TestCluster, app: &str, count: usize) -> Vec<Value> {
-    poll_until(Duration::from_secs(60), &format!("{count} ready pods of {app}"), || {
-        let ready = ready_pods_now(cluster, app);
-        (ready.len() == count).then_some(ready)
-    })
-}
-
-fn pod_ip(pod: &Value) -> String {
-    pod["status"]["podIP"].as_str().expect("a pod IP").to_string()
-}
-
-fn name(pod: &Value) -> String {
-    pod["metadata"]["name"].as_str().expect("a name").to_string()
-}
-
 /// `hawser up` runs an RC of 3 as 3 Ready pods with distinct addresses in
 /// the node's pod CIDR, each answering with its name.
 fn an_rc_runs_as_real_processes_with_their_own_addresses(runtime: Runtime) {
@@ -109,14 +58,14 @@ fn an_rc_runs_as_real_processes_with_their_own_addresses(runtime: Runtime) {
     // `kubectl get pods -o wide` shows each pod's IP and node.
     let wide = node.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "wide"]);
     for pod in &pods {
-        let line = wide.lines().find(|l| l.starts_with(&name(pod))).unwrap_or_else(|| panic!("{} in\n{wide}", name(pod)));
+        let line = wide.lines().find(|l| l.starts_with(&pod_name(pod))).unwrap_or_else(|| panic!("{} in\n{wide}", pod_name(pod)));
         let cells = table_cells(line);
         assert!(cells.contains(&pod_ip(pod)) && cells.contains(&"n1".to_string()) && cells.contains(&"Running".to_string()), "{line}");
     }
     // Each pod answers on its own address with its own name.
     for pod in &pods {
         let body = node.host.fetch(&format!("http://{}:8080/", pod_ip(pod))).expect("the pod answers");
-        assert_eq!(body.trim(), name(pod));
+        assert_eq!(body.trim(), pod_name(pod));
     }
 }
 
@@ -133,16 +82,22 @@ fn pods_on_different_nodes_reach_each_other_and_every_node_has_its_own_block(run
     // From inside pod a (on n1) to pod b (on n3), and back: exec the test
     // client in each pod.
     for (from, to) in [(&a, &b), (&b, &a)] {
-        let out =
-            cluster.kubectl_ok(&["exec", &name(from), "--", &runtime.server_command(), "fetch", &format!("http://{}:8080/", pod_ip(to))]);
-        assert_eq!(out.trim(), name(to), "{} → {}", name(from), name(to));
+        let out = cluster.kubectl_ok(&[
+            "exec",
+            &pod_name(from),
+            "--",
+            &runtime.server_command(),
+            "fetch",
+            &format!("http://{}:8080/", pod_ip(to)),
+        ]);
+        assert_eq!(out.trim(), pod_name(to), "{} → {}", pod_name(from), pod_name(to));
     }
     // And from each node's host namespace to a pod on another node.
     for host in &cluster.nodes {
         for pod in [&a, &b] {
             let body =
-                host.fetch(&format!("http://{}:8080/", pod_ip(pod))).unwrap_or_else(|e| panic!("{} → {}: {e}", host.name, name(pod)));
-            assert_eq!(body.trim(), name(pod));
+                host.fetch(&format!("http://{}:8080/", pod_ip(pod))).unwrap_or_else(|e| panic!("{} → {}: {e}", host.name, pod_name(pod)));
+            assert_eq!(body.trim(), pod_name(pod));
         }
     }
 }
@@ -176,10 +131,6 @@ fn pod_json(cluster: &hawser_tests::TestCluster, name: &str) -> Value {
 
 fn restart_count(pod: &Value) -> i64 {
     pod["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(-1)
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 fn uid(pod: &Value) -> String {
@@ -327,22 +278,22 @@ fn pods_keep_running_through_an_agent_crash_and_no_address_is_reused() {
     node.restart();
     // Throughout and after: the same processes, answering.
     for (pod, pid) in before.iter().zip(&pids) {
-        assert_eq!(&node.host.container_pids(&uid(pod), "web"), pid, "{} kept its process", name(pod));
-        assert_eq!(node.host.fetch(&format!("http://{}:8080/", pod_ip(pod))).unwrap().trim(), name(pod));
+        assert_eq!(&node.host.container_pids(&uid(pod), "web"), pid, "{} kept its process", pod_name(pod));
+        assert_eq!(node.host.fetch(&format!("http://{}:8080/", pod_ip(pod))).unwrap().trim(), pod_name(pod));
     }
     node.kubectl_ok(&["scale", "rc", "steady", "--replicas=6"]);
     let after = ready_pods(&node, "steady", 6);
     let ips: BTreeSet<String> = after.iter().map(pod_ip).collect();
     assert_eq!(ips.len(), 6, "no address handed out twice: {ips:?}");
     for (pod, pid) in before.iter().zip(&pids) {
-        assert_eq!(&node.host.container_pids(&uid(pod), "web"), pid, "{} still runs the same process", name(pod));
-        let now = after.iter().find(|p| name(p) == name(pod)).expect("the old pod is still there");
+        assert_eq!(&node.host.container_pids(&uid(pod), "web"), pid, "{} still runs the same process", pod_name(pod));
+        let now = after.iter().find(|p| pod_name(p) == pod_name(pod)).expect("the old pod is still there");
         assert_eq!(restart_count(now), 0);
     }
 
     // Killed from outside (the one process in its container's cgroup):
     // restarted as a new process, the last state saying how it ended.
-    let (victim, pid) = (name(&before[0]), pids[0][0]);
+    let (victim, pid) = (pod_name(&before[0]), pids[0][0]);
     // SAFETY: kill(2) on the container's process, as an outside killer would.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let restarted = poll_until(Duration::from_secs(30), "restart after kill", || {
@@ -365,24 +316,13 @@ fn pods_of_a_node_whose_host_disappears_are_rescheduled_and_run() {
     let lost = cluster.nodes.remove(2);
     drop(lost);
     let after = poll_until(Duration::from_secs(90), "6 ready pods on n1 and n2", || {
-        let ready = ready_pods_now(&cluster, "moving");
+        let ready: Vec<Value> = pods_of(&cluster, "moving").into_iter().filter(is_ready).collect();
         (ready.len() == 6 && ready.iter().all(|p| p["spec"]["nodeName"] != "n3")).then_some(ready)
     });
     for pod in &after {
-        let body = cluster.node("n1").fetch(&format!("http://{}:8080/", pod_ip(pod))).unwrap_or_else(|e| panic!("{}: {e}", name(pod)));
-        assert_eq!(body.trim(), name(pod));
+        let body = cluster.node("n1").fetch(&format!("http://{}:8080/", pod_ip(pod))).unwrap_or_else(|e| panic!("{}: {e}", pod_name(pod)));
+        assert_eq!(body.trim(), pod_name(pod));
     }
     let node = cluster.kubectl_ok(&["get", "node", "n3", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
     assert_eq!(node.trim(), "Unknown");
-}
-
-fn ready_pods_now(cluster: &hawser_tests::TestCluster, app: &str) -> Vec<Value> {
-    let pods = cluster.kubectl_json(&["get", "pods", "-l", &format!("app={app}"), "-o", "json"]);
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running" && is_ready(p))
-        .cloned()
-        .collect()
 }

@@ -7,7 +7,8 @@
 //! there.
 
 use hawser_tests::netns::Netns;
-use hawser_tests::nodes::{AgentHost, NetnsCluster, test_server_binary, test_server_command};
+use hawser_tests::nodes::{AgentHost, NetnsCluster, Runtime, test_server_binary, test_server_command};
+use hawser_tests::pods::{is_ready, node_of, pod_ip, pod_name, pods_of, ready_pods, test_server_rc as rc};
 use hawser_tests::poll_until;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,10 +59,6 @@ impl ProxyCluster {
         Self { cluster, client }
     }
 
-    fn node(&self, name: &str) -> &AgentHost {
-        self.cluster.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
-    }
-
     /// Runs the test server's client on the client host.
     fn client_run(&self, args: &[&str]) -> Output {
         self.client.run(test_server_binary(), args, Duration::from_secs(60))
@@ -94,76 +91,11 @@ fn tally(answers: &str) -> BTreeMap<String, usize> {
     counts
 }
 
-/// An RC of `replicas` test servers labelled app=`name`, readiness probed
-/// every second.
-fn rc(name: &str, replicas: u32) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: ReplicationController
-metadata:
-  name: {name}
-spec:
-  replicas: {replicas}
-  selector:
-    app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: web
-        image: hawser-test-server
-        command: ["{server}"]
-        ports:
-        - name: http
-          containerPort: 8080
-        readinessProbe:
-          httpGet:
-            path: /ready
-            port: http
-          periodSeconds: 1
-          failureThreshold: 1
-"#,
-        server = test_server_command()
-    )
-}
-
 /// A Service selecting app=`app` on port `port` → 8080 with `extra` spec lines.
 fn service(name: &str, app: &str, port: u16, extra: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {app}\n  ports:\n  - name: http\n    port: {port}\n    targetPort: 8080\n{extra}"
     )
-}
-
-fn pods_now(cluster: &NetnsCluster, app: &str) -> Vec<Value> {
-    let list = cluster.kubectl_json(&["get", "pods", "-l", &format!("app={app}")]);
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn is_ready(pod: &Value) -> bool {
-    pod["metadata"]["deletionTimestamp"].is_null()
-        && pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-fn ready_pods(cluster: &NetnsCluster, app: &str, count: usize) -> Vec<Value> {
-    poll_until(Duration::from_secs(90), &format!("{count} ready pods of {app}"), || {
-        let pods: Vec<Value> = pods_now(cluster, app).into_iter().filter(is_ready).collect();
-        (pods.len() == count).then_some(pods)
-    })
-}
-
-fn name(pod: &Value) -> String {
-    pod["metadata"]["name"].as_str().expect("a name").to_string()
-}
-
-fn pod_ip(pod: &Value) -> String {
-    pod["status"]["podIP"].as_str().expect("a pod IP").to_string()
-}
-
-fn node_of(pod: &Value) -> String {
-    pod["spec"]["nodeName"].as_str().expect("a node").to_string()
 }
 
 fn cluster_ip(service: &Value) -> String {
@@ -187,19 +119,19 @@ fn until_answers(fetch: impl Fn() -> Output, what: &str, limit: Duration, done: 
 
 fn cluster_ips_and_node_ports_reach_every_endpoint_from_pods_nodes_and_outside(mode: &str) {
     let c = ProxyCluster::start(mode);
-    c.apply("web.yaml", &rc("web", 3), &[]);
-    c.apply("solo.yaml", &rc("solo", 1), &[]);
+    c.apply("web.yaml", &rc(Runtime::Process, "web", 3), &[]);
+    c.apply("solo.yaml", &rc(Runtime::Process, "solo", 1), &[]);
     c.apply("web-svc.yaml", &service("web", "web", 80, "  type: NodePort\n"), &[]);
     c.apply("sticky-svc.yaml", &service("sticky", "web", 81, "  sessionAffinity: ClientIP\n"), &[]);
     c.apply("solo-svc.yaml", &service("solo", "solo", 80, "  type: NodePort\n"), &[]);
     let web = ready_pods(&c, "web", 3);
-    let names: BTreeSet<String> = web.iter().map(name).collect();
+    let names: BTreeSet<String> = web.iter().map(pod_name).collect();
     let solo = ready_pods(&c, "solo", 1).remove(0);
     let (vip, np) = (cluster_ip(&c.service("web")), node_port(&c.service("web")));
     let url = format!("http://{vip}:80/");
 
     // From a pod on every node: 600 requests spread over the 3 endpoints.
-    let clients: BTreeMap<String, String> = web.iter().map(|p| (node_of(p), name(p))).collect();
+    let clients: BTreeMap<String, String> = web.iter().map(|p| (node_of(p), pod_name(p))).collect();
     for (node, pod) in &clients {
         let counts = poll_until(Duration::from_secs(30), &format!("{url} from {pod}"), || {
             let out = c.pod_run(pod, &["fetch", &url, "--count", "600"]);
@@ -219,7 +151,7 @@ fn cluster_ips_and_node_ports_reach_every_endpoint_from_pods_nodes_and_outside(m
         let answers = tally(&stdout(&c.client_run(&["fetch", &format!("http://{}:{np}/", node.ip), "--count", "30"])));
         assert!(answers.keys().all(|k| names.contains(k)), "NodePort via {}: {answers:?}", node.name);
         let solo_answer = stdout(&c.client_run(&["fetch", &format!("http://{}:{solo_np}/", node.ip)]));
-        assert_eq!(solo_answer.trim(), name(&solo), "NodePort via {} (solo runs on {})", node.name, node_of(&solo));
+        assert_eq!(solo_answer.trim(), pod_name(&solo), "NodePort via {} (solo runs on {})", node.name, node_of(&solo));
     }
     // ClientIP affinity: 50 requests from one client, one pod.
     let sticky = format!("http://{}:81/", cluster_ip(&c.service("sticky")));
@@ -228,17 +160,17 @@ fn cluster_ips_and_node_ports_reach_every_endpoint_from_pods_nodes_and_outside(m
     assert_eq!(counts.len(), 1, "50 requests from one client hit one pod: {counts:?}");
     // Hairpin: the solo pod reaches itself through its own service.
     let own = format!("http://{}:80/", cluster_ip(&c.service("solo")));
-    let hairpin = stdout(&c.pod_run(&name(&solo), &["fetch", &own, "--count", "5"]));
-    assert_eq!(tally(&hairpin), BTreeMap::from([(name(&solo), 5)]), "{hairpin}");
+    let hairpin = stdout(&c.pod_run(&pod_name(&solo), &["fetch", &own, "--count", "5"]));
+    assert_eq!(tally(&hairpin), BTreeMap::from([(pod_name(&solo), 5)]), "{hairpin}");
     // And the answer came from the node's side of the bridge (masqueraded),
     // the only way its reply can come back through the NAT.
-    let source = stdout(&c.pod_run(&name(&solo), &["fetch", &format!("{own}source")]));
+    let source = stdout(&c.pod_run(&pod_name(&solo), &["fetch", &format!("{own}source")]));
     assert_ne!(source.split(':').next().unwrap(), pod_ip(&solo), "hairpin traffic is masqueraded: {source}");
 }
 
 fn local_traffic_policy_keeps_the_client_address_and_answers_health_checks(mode: &str) {
     let c = ProxyCluster::start(mode);
-    c.apply("solo.yaml", &rc("solo", 1), &[]);
+    c.apply("solo.yaml", &rc(Runtime::Process, "solo", 1), &[]);
     // A LoadBalancer (with no load balancer here) is what gets a health check port.
     c.apply("local-svc.yaml", &service("local", "solo", 80, "  type: LoadBalancer\n  externalTrafficPolicy: Local\n"), &[]);
     let solo = ready_pods(&c, "solo", 1).remove(0);
@@ -264,22 +196,22 @@ fn local_traffic_policy_keeps_the_client_address_and_answers_health_checks(mode:
     assert_eq!(json["service"], serde_json::json!({"namespace": "default", "name": "local"}));
     for node in c.nodes.iter().filter(|n| n.name != home) {
         let out = c.client_run(&["fetch", &format!("http://{}:{hc}/healthz", node.ip)]);
-        assert!(!out.status.success(), "503 from {}", node.name);
+        assert!(!out.status.success(), "503 from {}: {out:?}", node.name);
         assert!(String::from_utf8_lossy(&out.stdout).contains("\"localEndpoints\":0"), "{out:?}");
         // Nodes without a local endpoint do not forward outside traffic.
         let out = c.client_run(&["fetch", &format!("http://{}:{np}/", node.ip)]);
         assert!(!out.status.success(), "{} has no local endpoint and must not forward: {out:?}", node.name);
         // Their own traffic still reaches the service.
         let own = stdout(&node.run(test_server_binary(), &["fetch", &format!("http://{}:{np}/", node.ip)]));
-        assert_eq!(own.trim(), name(&solo), "{}'s own traffic to its NodePort", node.name);
+        assert_eq!(own.trim(), pod_name(&solo), "{}'s own traffic to its NodePort", node.name);
     }
 }
 
 fn unready_and_missing_endpoints_stop_traffic_at_once_and_udp_follows_a_replaced_pod(mode: &str) {
     let c = ProxyCluster::start(mode);
-    c.apply("web.yaml", &rc("web", 3), &[]);
+    c.apply("web.yaml", &rc(Runtime::Process, "web", 3), &[]);
     c.apply("web-svc.yaml", &service("web", "web", 80, ""), &[]);
-    c.apply("echo.yaml", &rc("echo", 1), &[]);
+    c.apply("echo.yaml", &rc(Runtime::Process, "echo", 1), &[]);
     c.apply(
         "echo-svc.yaml",
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\nspec:\n  selector:\n    app: echo\n  ports:\n  - name: dns\n    port: 53\n    protocol: UDP\n    targetPort: 8080\n",
@@ -292,7 +224,7 @@ fn unready_and_missing_endpoints_stop_traffic_at_once_and_udp_follows_a_replaced
     until_answers(|| fetch("60"), "all three endpoints answer", Duration::from_secs(30), |t| t.len() == 3);
 
     // Readiness off in one pod: no new connection reaches it within 2 s.
-    let (victim, victim_ip) = (name(&web[0]), pod_ip(&web[0]));
+    let (victim, victim_ip) = (pod_name(&web[0]), pod_ip(&web[0]));
     let owner = c.node(&node_of(&web[0]));
     owner.fetch(&format!("http://{victim_ip}:8080/set?ready=false")).unwrap();
     let took = until_answers(|| fetch("30"), "the unready pod gets no traffic", Duration::from_secs(30), |t| !t.contains_key(&victim));
@@ -316,16 +248,16 @@ fn unready_and_missing_endpoints_stop_traffic_at_once_and_udp_follows_a_replaced
     let echo = ready_pods(&c, "echo", 1).remove(0);
     let udp_target = format!("{}:53", cluster_ip(&c.service("echo")));
     let first = stdout(&n1.run(test_server_binary(), &["udp", &udp_target, "--count", "3", "--source-port", "40053"]));
-    assert!(first.lines().any(|l| l == name(&echo)), "the UDP service answers: {first}");
+    assert!(first.lines().any(|l| l == pod_name(&echo)), "the UDP service answers: {first}");
     let mut sender = UdpLoop::start(n1, &udp_target, 40053);
-    c.kubectl_ok(&["delete", "pod", &name(&echo), "--wait=false"]);
+    c.kubectl_ok(&["delete", "pod", &pod_name(&echo), "--wait=false"]);
     let replacement = poll_until(Duration::from_secs(60), "a new echo pod is ready", || {
-        pods_now(&c, "echo").into_iter().find(|p| is_ready(p) && name(p) != name(&echo))
+        pods_of(&c, "echo").into_iter().find(|p| is_ready(p) && pod_name(p) != pod_name(&echo))
     });
     let ready_at = Instant::now();
     let answers = poll_until(Duration::from_secs(10), "the new pod answers UDP", || {
         let seen = sender.answers();
-        seen.iter().find(|(_, answer)| *answer == name(&replacement)).map(|(at, _)| *at)
+        seen.iter().find(|(_, answer)| *answer == pod_name(&replacement)).map(|(at, _)| *at)
     });
     assert!(
         answers.saturating_duration_since(ready_at) <= Duration::from_secs(2),
@@ -382,7 +314,7 @@ impl Drop for UdpLoop {
 
 fn a_thousand_services_of_ten_endpoints_are_programmed_as_wanted(mode: &str) {
     let c = ProxyCluster::start(mode);
-    c.apply("many.yaml", &rc("many", 10), &[]);
+    c.apply("many.yaml", &rc(Runtime::Process, "many", 10), &[]);
     let pods = ready_pods(&c, "many", 10);
     let endpoints: BTreeSet<String> = pods.iter().map(|p| format!("{}:8080", pod_ip(p))).collect();
     let services: String = (0..1000).map(|i| format!("{}---\n", service(&format!("s{i}"), "many", 80, ""))).collect();
@@ -453,7 +385,7 @@ fn mismatches(saved: &str, vips: &BTreeSet<String>, endpoints: &BTreeSet<String>
 
 fn an_agent_restart_drops_no_connection_and_cleanup_leaves_nothing(mode: &str) {
     let mut c = ProxyCluster::start(mode);
-    c.apply("web.yaml", &rc("web", 3), &[]);
+    c.apply("web.yaml", &rc(Runtime::Process, "web", 3), &[]);
     c.apply("web-svc.yaml", &service("web", "web", 80, ""), &[]);
     ready_pods(&c, "web", 3);
     let url = format!("http://{}:80/", cluster_ip(&c.service("web")));
@@ -475,7 +407,7 @@ fn an_agent_restart_drops_no_connection_and_cleanup_leaves_nothing(mode: &str) {
         .spawn()
         .expect("start the connect loop");
     std::thread::sleep(Duration::from_secs(2));
-    let n1 = c.cluster.nodes.iter_mut().find(|n| n.name == "n1").unwrap();
+    let n1 = c.cluster.node_mut("n1");
     n1.kill9_agent();
     std::thread::sleep(Duration::from_secs(1));
     n1.restart_agent();

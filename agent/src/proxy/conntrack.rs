@@ -1,14 +1,19 @@
-//! Clearing UDP conntrack entries the new rules would otherwise never see.
+//! Clearing conntrack entries the new rules would otherwise never see:
+//! NAT is chosen by the first packet of a connection, and every later
+//! packet that matches the entry follows it.
 //!
-//! A UDP "connection" lives in conntrack for as long as packets keep
-//! coming, and every packet of it keeps the NAT chosen for the first: a
-//! client that keeps sending to a service whose endpoint died would be
-//! sent to the dead pod forever. So, as kube-proxy does, after each sync
-//! the entries toward endpoints a UDP service port no longer uses are
-//! deleted, and so are the entries of a service port that had no endpoint
-//! (made while it rejected) once it has one. TCP needs none of this: a
-//! dead endpoint resets or times out the connection and the client opens
-//! a new one.
+//! - A UDP "connection" lives as long as packets keep coming: a client that
+//!   keeps sending to a service whose endpoint died would be sent to the
+//!   dead pod forever. So, as kube-proxy does, after each sync the UDP
+//!   entries toward endpoints a service port no longer uses are deleted.
+//!   (TCP needs none of this: a dead endpoint resets or times out the
+//!   connection and the client opens a new one.)
+//! - A service port that gets its first endpoints: entries made toward it
+//!   before, while no rule translated it (a client that connected before
+//!   the first sync, whose SYN went out untranslated and stays in
+//!   conntrack for minutes), would capture any new connection that happens
+//!   to reuse their source port. They are deleted for every protocol, for
+//!   that port only (so nothing established elsewhere is touched).
 //!
 //! Uses the `conntrack` tool (Debian's `conntrack`); the eBPF backend
 //! calls the same code, where it finds nothing to delete for traffic it
@@ -22,28 +27,36 @@ use tokio::process::Command;
 /// One `conntrack -D` filter.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Flow {
-    /// To the cluster IP, NATed to the endpoint.
+    /// UDP to the cluster IP, NATed to the endpoint.
     ToEndpoint { cluster_ip: Ipv4Addr, endpoint: Ipv4Addr },
-    /// To a NodePort, NATed to the endpoint.
+    /// UDP to a NodePort, NATed to the endpoint.
     NodePortToEndpoint { node_port: u16, endpoint: Ipv4Addr },
-    /// Anything to the cluster IP (made while the port had no endpoint).
-    ToClusterIp { cluster_ip: Ipv4Addr },
+    /// Anything to the cluster IP and port (made while it had no endpoint).
+    ToClusterIp { cluster_ip: Ipv4Addr, port: u16, protocol: Protocol },
     /// Anything to the NodePort.
-    ToNodePort { node_port: u16 },
+    ToNodePort { node_port: u16, protocol: Protocol },
 }
 
 impl Flow {
     fn args(&self) -> Vec<String> {
-        let mut args = vec!["-D".to_string(), "-p".into(), "udp".into()];
+        let mut args = vec!["-D".to_string(), "-p".into()];
         match self {
             Flow::ToEndpoint { cluster_ip, endpoint } => {
-                args.extend(["--orig-dst".into(), cluster_ip.to_string(), "--dst-nat".into(), endpoint.to_string()])
+                args.extend(["udp".into(), "--orig-dst".into(), cluster_ip.to_string(), "--dst-nat".into(), endpoint.to_string()])
             }
             Flow::NodePortToEndpoint { node_port, endpoint } => {
-                args.extend(["--orig-port-dst".into(), node_port.to_string(), "--dst-nat".into(), endpoint.to_string()])
+                args.extend(["udp".into(), "--orig-port-dst".into(), node_port.to_string(), "--dst-nat".into(), endpoint.to_string()])
             }
-            Flow::ToClusterIp { cluster_ip } => args.extend(["--orig-dst".into(), cluster_ip.to_string()]),
-            Flow::ToNodePort { node_port } => args.extend(["--orig-port-dst".into(), node_port.to_string()]),
+            Flow::ToClusterIp { cluster_ip, port, protocol } => args.extend([
+                protocol.as_str().into(),
+                "--orig-dst".into(),
+                cluster_ip.to_string(),
+                "--orig-port-dst".into(),
+                port.to_string(),
+            ]),
+            Flow::ToNodePort { node_port, protocol } => {
+                args.extend([protocol.as_str().into(), "--orig-port-dst".into(), node_port.to_string()])
+            }
         }
         args
     }
@@ -62,20 +75,21 @@ pub fn stale_flows(before: &[ServicePort], after: &[ServicePort]) -> BTreeSet<Fl
             }
         }
     }
-    for new in after.iter().filter(|p| p.name.protocol == Protocol::Udp) {
+    for new in after {
         let had = before.iter().find(|p| p.name == new.name).is_some_and(|p| !p.reachable_endpoints().is_empty());
         if !had && !new.reachable_endpoints().is_empty() {
-            flows.insert(Flow::ToClusterIp { cluster_ip: new.cluster_ip });
+            let protocol = new.name.protocol;
+            flows.insert(Flow::ToClusterIp { cluster_ip: new.cluster_ip, port: new.port, protocol });
             if let Some(node_port) = new.node_port {
-                flows.insert(Flow::ToNodePort { node_port });
+                flows.insert(Flow::ToNodePort { node_port, protocol });
             }
         }
     }
     flows
 }
 
-/// Deletes the entries of `flows`; failures are logged (the next change
-/// tries again for its own flows, and entries time out in the end).
+/// Deletes the entries of `flows`; failures are logged (entries time out
+/// in the end).
 pub async fn clear(flows: &BTreeSet<Flow>) {
     for flow in flows {
         match Command::new("conntrack").args(flow.args()).output().await {
@@ -137,12 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn a_port_that_gets_its_first_endpoint_clears_what_was_sent_meanwhile() {
-        let flows = stale_flows(&[udp(&[], None)], &[udp(&[5], None)]);
-        assert_eq!(flows, BTreeSet::from([Flow::ToClusterIp { cluster_ip: Ipv4Addr::new(10, 96, 0, 53) }]));
+    fn a_port_that_gets_its_first_endpoint_clears_what_was_sent_meanwhile_for_any_protocol() {
+        let vip = Ipv4Addr::new(10, 96, 0, 53);
+        let flows = stale_flows(&[udp(&[], None)], &[udp(&[5], Some(30053))]);
+        assert_eq!(
+            flows,
+            BTreeSet::from([
+                Flow::ToClusterIp { cluster_ip: vip, port: 53, protocol: Protocol::Udp },
+                Flow::ToNodePort { node_port: 30053, protocol: Protocol::Udp }
+            ])
+        );
         assert!(stale_flows(&[udp(&[5], None)], &[udp(&[5], None)]).is_empty());
         let mut tcp = udp(&[5], None);
         tcp.name.protocol = Protocol::Tcp;
-        assert!(stale_flows(std::slice::from_ref(&tcp), &[]).is_empty(), "TCP needs no clearing");
+        assert!(stale_flows(std::slice::from_ref(&tcp), &[]).is_empty(), "a TCP endpoint going needs no clearing");
+        let new_tcp = stale_flows(&[], std::slice::from_ref(&tcp));
+        assert_eq!(new_tcp, BTreeSet::from([Flow::ToClusterIp { cluster_ip: vip, port: 53, protocol: Protocol::Tcp }]));
+        assert_eq!(
+            new_tcp.first().unwrap().args(),
+            ["-D", "-p", "tcp", "--orig-dst", "10.96.0.53", "--orig-port-dst", "53"],
+            "only the service's own port"
+        );
     }
 }

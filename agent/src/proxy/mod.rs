@@ -148,6 +148,7 @@ impl SyncLoop {
         // The ports of each changed Service as of the last successful sync
         // (kept across failed ones), for the conntrack clean-up.
         let mut synced_before: BTreeMap<ObjectKey, Vec<state::ServicePort>> = BTreeMap::new();
+        let mut synced_once = false;
         loop {
             if !full {
                 tokio::select! {
@@ -159,12 +160,21 @@ impl SyncLoop {
                 tokio::time::sleep_until(last + self.config.min_sync_period).await;
             }
             let mut changed = self.tracker.take();
+            if !full && changed.is_empty() {
+                // Woken by changes an earlier sync already took.
+                continue;
+            }
             if full {
                 changed.extend(self.services.list().iter().map(|s| ObjectKey::of(&**s)));
                 changed.extend(self.state.services.keys().cloned());
             }
             for key in &changed {
-                synced_before.entry(key.clone()).or_insert_with(|| self.state.service(key).to_vec());
+                // Before this process's first sync the kernel's state is
+                // unknown: a service that seems new may have live
+                // connections from the previous run, which must be kept.
+                if synced_once {
+                    synced_before.entry(key.clone()).or_insert_with(|| self.state.service(key).to_vec());
+                }
                 let ports = self.service_ports(key);
                 self.state.set(key.clone(), ports);
             }
@@ -180,6 +190,7 @@ impl SyncLoop {
                         "service proxy synced"
                     );
                     failures = 0;
+                    synced_once = true;
                     if full {
                         last_full = started;
                     }
