@@ -24,13 +24,21 @@
 //! anything through them):
 //! - `fetch URL [--count N]`: prints the body of `GET http://IP:PORT/path`
 //!   (N times, each on a new connection, one body per line); exit 1 on a
-//!   non-2xx answer or an error, which goes to stderr with the time it
+//!   non-2xx answer, 2 on an error, which goes to stderr with the time it
 //!   took (a refused connect fails in microseconds, a dropped one times out).
 //! - `loop URL --seconds S`: new connections one after another for S
 //!   seconds; prints `ok N failed M` and exits 1 if any failed.
 //! - `udp IP:PORT [--count N] [--interval-ms I] [--source-port P]`: sends N
 //!   datagrams from one socket (so one conntrack entry) and prints each
 //!   answer, or `-` when none came within a second.
+//! - `bench URL --seconds S [--concurrency C]`: the proxy benchmark's load
+//!   generator (`cargo xtask bench proxy`). C threads each open a new
+//!   connection, `GET` URL and read the answer to its end, one after
+//!   another, for S seconds (a closed loop: the rate is what the path
+//!   sustains). Prints one line, `connections N failed M seconds T
+//!   per_second R p50_us A p99_us B max_us C`, with the latency of each
+//!   successful connection from `connect` to the end of the answer
+//!   (nearest-rank percentiles); exits 1 if none succeeded.
 //!
 //! std only, no dependencies: the Docker runtime's tests copy it statically
 //! linked into a `FROM scratch` image.
@@ -55,6 +63,7 @@ fn main() {
         Some("fetch") => return fetch_command(&args[1..]),
         Some("loop") => return loop_command(&args[1..]),
         Some("udp") => return udp_command(&args[1..]),
+        Some("bench") => return bench_command(&args[1..]),
         _ => {}
     }
     let mut listen = env::var("PORT").map(|p| format!("0.0.0.0:{p}")).unwrap_or_else(|_| "0.0.0.0:8080".into());
@@ -197,24 +206,25 @@ fn option<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 fn fetch_command(args: &[String]) {
     let Some(url) = args.first() else { fail("usage: hawser-test-server fetch http://IP:PORT/PATH [--count N]") };
     let count: usize = option(args, "--count", 1);
-    let mut failed = false;
+    // 2 if any request failed, else 1 if any answer was not 2xx.
+    let mut exit = 0;
     for _ in 0..count {
         let started = Instant::now();
         match fetch(url) {
             Ok((status, body)) => {
                 print!("{body}");
                 if !(200..300).contains(&status) {
-                    failed = true;
+                    exit = exit.max(1);
                 }
             }
             Err(e) => {
                 eprintln!("hawser-test-server: fetch {url}: {e} (after {} ms)", started.elapsed().as_millis());
-                failed = true;
+                exit = 2;
             }
         }
     }
-    if failed {
-        process::exit(1)
+    if exit != 0 {
+        process::exit(exit)
     }
 }
 
@@ -227,11 +237,11 @@ fn loop_command(args: &[String]) {
         match fetch(url) {
             Ok((200..=299, _)) => ok += 1,
             Ok((status, _)) => {
-                eprintln!("status {status}");
+                eprintln!("{} status {status}", unix_time());
                 failed += 1;
             }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("{} {e}", unix_time());
                 failed += 1;
             }
         }
@@ -240,6 +250,79 @@ fn loop_command(args: &[String]) {
     if failed > 0 {
         process::exit(1)
     }
+}
+
+fn bench_command(args: &[String]) {
+    let Some(url) = args.first().cloned() else {
+        fail("usage: hawser-test-server bench http://IP:PORT/PATH --seconds S [--concurrency C]")
+    };
+    let seconds: f64 = option(args, "--seconds", 5.0);
+    let concurrency: usize = option(args, "--concurrency", 4);
+    if concurrency == 0 || seconds <= 0.0 {
+        fail("--seconds and --concurrency must be positive");
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let url = url.clone();
+            thread::spawn(move || {
+                // Microseconds per successful connection; failures counted.
+                let (mut latencies, mut failed, mut first_error) = (Vec::<u64>::new(), 0u64, None::<String>);
+                while Instant::now() < deadline {
+                    let began = Instant::now();
+                    match fetch(&url) {
+                        Ok((200..=299, _)) => latencies.push(began.elapsed().as_micros() as u64),
+                        Ok((status, _)) => {
+                            failed += 1;
+                            first_error.get_or_insert(format!("status {status}"));
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (latencies, failed, first_error)
+            })
+        })
+        .collect();
+    let (mut latencies, mut failed, mut first_error) = (Vec::new(), 0u64, None);
+    for worker in workers {
+        let (l, f, e) = worker.join().unwrap_or_else(|_| fail("a load thread panicked"));
+        latencies.extend(l);
+        failed += f;
+        first_error = first_error.or(e);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let rank = |p: f64| -> u64 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        let r = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        latencies[r.clamp(1, latencies.len()) - 1]
+    };
+    println!(
+        "connections {} failed {failed} seconds {elapsed:.3} per_second {:.1} p50_us {} p99_us {} max_us {}",
+        latencies.len(),
+        latencies.len() as f64 / elapsed,
+        rank(50.0),
+        rank(99.0),
+        latencies.last().copied().unwrap_or(0)
+    );
+    if let Some(e) = first_error {
+        eprintln!("hawser-test-server: bench {url}: {failed} failed, first: {e}");
+    }
+    if latencies.is_empty() {
+        process::exit(1)
+    }
+}
+
+/// Seconds since the epoch, to line failures up with other logs.
+fn unix_time() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:06}", now.as_secs(), now.subsec_micros())
 }
 
 fn udp_command(args: &[String]) {
