@@ -317,8 +317,27 @@ fn a_thousand_services_of_ten_endpoints_are_programmed_as_wanted(mode: &str) {
     c.apply("many.yaml", &rc(Runtime::Process, "many", 10), &[]);
     let pods = ready_pods(&c, "many", 10);
     let endpoints: BTreeSet<String> = pods.iter().map(|p| format!("{}:8080", pod_ip(p))).collect();
-    let services: String = (0..1000).map(|i| format!("{}---\n", service(&format!("s{i}"), "many", 80, ""))).collect();
-    c.apply("services.yaml", &services, &["--server-side"]);
+    // Created through the API 16 at a time (kubectl would send them one by one).
+    hawser_tests::block_on(async {
+        use futures::{StreamExt, TryStreamExt};
+        let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(c.kube_client().await, "default");
+        futures::stream::iter(0..1000)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let service = serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("s{i}")},
+                        "spec": {"selector": {"app": "many"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+                    }))
+                    .expect("a Service");
+                    api.create(&kube::api::PostParams::default(), &service).await
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("creating 1000 services")
+    });
     let list = c.kubectl_json(&["get", "services", "-o", "json"]);
     let vips: BTreeSet<String> = list["items"]
         .as_array()
