@@ -104,6 +104,15 @@ pub async fn restore(backend: Backend, input: &str, context: &str) -> Result<(),
     written.map_err(|e| error(format!("writing its input: {e}")))
 }
 
+/// Whether `backend`'s programs are iptables-nft (`--version` says
+/// `nf_tables`); false when that cannot be told.
+pub async fn is_nft(backend: Backend) -> bool {
+    match Command::new(backend.program("restore")).arg("--version").output().await {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).contains("nf_tables"),
+        Err(_) => false,
+    }
+}
+
 fn failure(output: &std::process::Output) -> String {
     format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim())
 }
@@ -198,6 +207,12 @@ impl RestoreInput {
     pub fn commit(&mut self) -> &mut Self {
         self.text.push_str("COMMIT\n");
         self
+    }
+
+    /// Commits and returns the input.
+    pub fn commit_chains(mut self) -> String {
+        self.commit();
+        self.text
     }
 
     pub fn as_str(&self) -> &str {

@@ -24,18 +24,26 @@ use crate::iptables::{self, Backend, RestoreInput, Saved};
 use hawser_runtime::ObjectKey;
 use ipnetwork::Ipv4Network;
 use rules::{EXTERNAL_SERVICES, FORWARD, JUMPS, MARK_MASQ, NODEPORTS, PER_SERVICE_PREFIXES, POSTROUTING, SERVICES};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 pub struct IptablesProxier {
     backend: Backend,
     cluster_cidr: Ipv4Network,
     /// The per-service chains in the kernel, by Service, as last written.
     written: HashMap<ObjectKey, BTreeSet<String>>,
+    /// Whether the tools are iptables-nft (asked once, at the first sync).
+    nft: Option<bool>,
 }
+
+/// How many per-service chains one input may declare on iptables-nft,
+/// whose restore time grows with the square of the chains one input
+/// declares (10,000 services × 10 endpoints in one input: over ten
+/// minutes; in batches of this size: about ten seconds).
+const NFT_CHAIN_BATCH: usize = 1000;
 
 impl IptablesProxier {
     pub fn new(backend: Backend, cluster_cidr: Ipv4Network) -> Self {
-        Self { backend, cluster_cidr, written: HashMap::new() }
+        Self { backend, cluster_cidr, written: HashMap::new(), nft: None }
     }
 }
 
@@ -48,7 +56,13 @@ impl Proxier for IptablesProxier {
     async fn sync(&mut self, state: &ProxyState, changes: &Changes) -> Result<(), ProxyError> {
         let saved = if changes.full { Some(Saved::parse(&iptables::save(self.backend, None).await?)) } else { None };
         let plan = plan(state, changes, &self.written, saved.as_ref(), self.cluster_cidr);
-        iptables::restore(self.backend, plan.input.as_str(), "syncing the service proxy's rules").await?;
+        if self.nft.is_none() {
+            self.nft = Some(iptables::is_nft(self.backend).await);
+        }
+        let batch = if self.nft == Some(true) { Some(NFT_CHAIN_BATCH) } else { None };
+        for input in plan.inputs(batch) {
+            iptables::restore(self.backend, &input, "syncing the service proxy's rules").await?;
+        }
         if changes.full {
             self.written = plan.written;
         } else {
@@ -70,11 +84,97 @@ pub async fn cleanup(backend: Backend) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// One sync's restore input, and the per-service chains it leaves, by
+/// One sync: what to write, and the per-service chains it leaves, by
 /// Service (for every Service on a full sync, the changed ones otherwise).
 struct Plan {
-    input: RestoreInput,
+    /// The per-service chains to (re)write with their rules, grouped by
+    /// Service (a Service's chains are never split between inputs).
+    chains: Vec<Vec<(String, Vec<String>)>>,
+    /// Per-service chains to empty and delete.
+    stale: BTreeSet<String>,
+    /// The rules of the top-level nat chains, in order.
+    nat: Vec<String>,
+    filter: Vec<String>,
+    /// Jumps from built-in chains to add, by table.
+    nat_jumps: Vec<String>,
+    filter_jumps: Vec<String>,
     written: HashMap<ObjectKey, BTreeSet<String>>,
+}
+
+impl Plan {
+    /// The restore inputs: normally one. With `batch`, when the chains to
+    /// write exceed it, the per-service chains go first in inputs of at
+    /// most `batch` chains (each Service's chains whole in one input: a
+    /// changed Service switches at once, a new one is unreferenced, so
+    /// unused, until the last input), and the last input rewrites the
+    /// top-level chains that reference them and deletes stale chains.
+    fn inputs(&self, batch: Option<usize>) -> Vec<String> {
+        let count: usize = self.chains.iter().map(Vec::len).sum();
+        let mut inputs = Vec::new();
+        let mut inline: &[Vec<(String, Vec<String>)>] = &self.chains;
+        if let Some(batch) = batch.filter(|&b| count > b) {
+            let mut input = RestoreInput::default();
+            let mut in_input = 0;
+            for service in &self.chains {
+                if in_input > 0 && in_input + service.len() > batch {
+                    inputs.push(std::mem::take(&mut input).commit_chains());
+                    in_input = 0;
+                }
+                if in_input == 0 {
+                    input.table("nat");
+                }
+                for (chain, _) in service {
+                    input.chain(chain);
+                }
+                for (_, rules) in service {
+                    for rule in rules {
+                        input.line(rule);
+                    }
+                }
+                in_input += service.len();
+            }
+            if in_input > 0 {
+                inputs.push(input.commit_chains());
+            }
+            inline = &[];
+        }
+        let mut input = RestoreInput::default();
+        input.table("nat");
+        for chain in [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ] {
+            input.chain(chain);
+        }
+        for (chain, _) in inline.iter().flatten() {
+            input.chain(chain);
+        }
+        for chain in &self.stale {
+            input.chain(chain);
+        }
+        for line in &self.nat {
+            input.line(line);
+        }
+        for (_, rules) in inline.iter().flatten() {
+            for rule in rules {
+                input.line(rule);
+            }
+        }
+        for chain in &self.stale {
+            input.line(format!("-X {chain}"));
+        }
+        for jump in &self.nat_jumps {
+            input.line(jump);
+        }
+        input.commit();
+        input.table("filter");
+        for chain in [SERVICES, EXTERNAL_SERVICES, FORWARD] {
+            input.chain(chain);
+        }
+        for line in self.filter.iter().chain(&self.filter_jumps) {
+            input.line(line);
+        }
+        input.commit();
+        inputs.push(input.into_string());
+        inputs
+    }
 }
 
 fn plan(
@@ -88,11 +188,13 @@ fn plan(
     let mut nodeports = Vec::new();
     let mut filter_services = Vec::new();
     let mut filter_external = Vec::new();
-    // The chains to (re)write, with their rules.
-    let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // The chains to (re)write with their rules, by Service.
+    let mut chains: Vec<Vec<(String, Vec<String>)>> = Vec::new();
     let mut now_written: HashMap<ObjectKey, BTreeSet<String>> = HashMap::new();
+    let kernel = saved.and_then(|saved| saved.tables.get("nat"));
     for (key, ports) in &state.services {
         let rewrite = changes.full || changes.services.contains(key);
+        let mut own = Vec::new();
         for port in ports {
             let mut port_rules = rules::port_rules(port, cluster_cidr, rewrite);
             services.append(&mut port_rules.services);
@@ -103,59 +205,46 @@ fn plan(
                 let owned = now_written.entry(key.clone()).or_default();
                 for (chain, rules) in port_rules.chains {
                     owned.insert(chain.clone());
-                    chains.insert(chain, rules);
+                    // A full sync leaves alone the chains the kernel
+                    // already holds as wanted.
+                    if kernel.and_then(|k| k.get(&chain)) != Some(&rules) {
+                        own.push((chain, rules));
+                    }
                 }
             }
+        }
+        if !own.is_empty() {
+            chains.push(own);
         }
     }
 
     // Chains that are no longer wanted: on a full sync every per-service
     // chain in the kernel not wanted now; otherwise the changed services'.
-    let wanted: BTreeSet<&str> = chains.keys().map(String::as_str).collect();
+    let wanted: BTreeSet<&str> = now_written.values().flatten().map(String::as_str).collect();
     let stale: BTreeSet<String> = match saved {
         Some(saved) => saved.chains("nat").filter(|c| is_per_service(c) && !wanted.contains(c)).map(str::to_string).collect(),
         None => {
             changes.services.iter().filter_map(|key| written.get(key)).flatten().filter(|c| !wanted.contains(c.as_str())).cloned().collect()
         }
     };
-    // A full sync leaves alone the chains the kernel already holds as wanted.
-    if let Some(saved) = saved {
-        let kernel = saved.tables.get("nat");
-        chains.retain(|chain, rules| kernel.and_then(|k| k.get(chain)) != Some(rules));
-    }
 
-    let mut input = RestoreInput::default();
-    input.table("nat");
-    for chain in [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ].iter().copied().chain(chains.keys().map(String::as_str)) {
-        input.chain(chain);
+    let mut nat: Vec<String> = rules::postrouting_rules();
+    nat.extend(rules::mark_masq_rules());
+    nat.extend(services);
+    nat.push(rules::nodeports_jump());
+    nat.extend(nodeports);
+    let mut filter = filter_services;
+    filter.extend(filter_external);
+    filter.extend(rules::forward_rules());
+    Plan {
+        chains,
+        stale,
+        nat,
+        filter,
+        nat_jumps: missing_jumps(saved, "nat"),
+        filter_jumps: missing_jumps(saved, "filter"),
+        written: now_written,
     }
-    for chain in &stale {
-        input.chain(chain);
-    }
-    for line in rules::postrouting_rules().iter().chain(&rules::mark_masq_rules()).chain(&services) {
-        input.line(line);
-    }
-    input.line(rules::nodeports_jump());
-    for line in nodeports.iter().chain(chains.values().flatten()) {
-        input.line(line);
-    }
-    for chain in &stale {
-        input.line(format!("-X {chain}"));
-    }
-    missing_jumps(&mut input, saved, "nat");
-    input.commit();
-
-    input.table("filter");
-    for chain in [SERVICES, EXTERNAL_SERVICES, FORWARD] {
-        input.chain(chain);
-    }
-    for line in filter_services.iter().chain(&filter_external).chain(&rules::forward_rules()) {
-        input.line(line);
-    }
-    missing_jumps(&mut input, saved, "filter");
-    input.commit();
-
-    Plan { input, written: now_written }
 }
 
 fn is_per_service(chain: &str) -> bool {
@@ -164,13 +253,13 @@ fn is_per_service(chain: &str) -> bool {
 
 /// Jumps from the built-in chains that `saved` lacks (a partial sync,
 /// without `saved`, trusts the last full one).
-fn missing_jumps(input: &mut RestoreInput, saved: Option<&Saved>, table: &str) {
-    let Some(saved) = saved else { return };
-    for (t, builtin, chain, matches, comment) in JUMPS {
-        if t == table && saved.jumps(table, builtin, chain).is_empty() {
-            input.line(rules::jump_rule(builtin, chain, matches, comment));
-        }
-    }
+fn missing_jumps(saved: Option<&Saved>, table: &str) -> Vec<String> {
+    let Some(saved) = saved else { return Vec::new() };
+    JUMPS
+        .iter()
+        .filter(|(t, builtin, chain, _, _)| *t == table && saved.jumps(table, builtin, chain).is_empty())
+        .map(|(_, builtin, chain, matches, comment)| rules::jump_rule(builtin, chain, matches, comment))
+        .collect()
 }
 
 /// Deletes every jump to a proxy chain, then every proxy chain.
@@ -260,13 +349,14 @@ mod tests {
         let a_chains = first.written[&ObjectKey::new("default", "a")].clone();
         assert_eq!(a_chains.len(), 3, "SVC and two SEPs: {a_chains:?}");
         // Jumps go in on a fresh host.
-        assert!(first.input.as_str().contains("-I PREROUTING 1 -m comment --comment \"hawser service portals\" -j HAWSER-SERVICES"));
-        assert!(first.input.as_str().contains("-I INPUT 1 -m conntrack --ctstate NEW -m comment"));
+        assert!(first.inputs(None)[0].contains("-I PREROUTING 1 -m comment --comment \"hawser service portals\" -j HAWSER-SERVICES"));
+        assert!(first.inputs(None)[0].contains("-I INPUT 1 -m conntrack --ctstate NEW -m comment"));
 
         // b loses an endpoint: only b's chains are declared, its old SEP deleted.
         let after = state(&[("a", 2), ("b", 1)]);
         let second = plan(&after, &changes(false, &["b"]), &first.written, None, cidr());
-        let text = second.input.as_str();
+        let inputs = second.inputs(None);
+        let text = inputs[0].as_str();
         let declared = declared(text);
         assert!(a_chains.iter().all(|c| !declared.contains(&c.as_str())), "a is untouched: {text}");
         let b_before = &first.written[&ObjectKey::new("default", "b")];
@@ -286,7 +376,7 @@ mod tests {
         let first = plan(&before, &changes(true, &[]), &HashMap::new(), Some(&Saved::default()), cidr());
         let second = plan(&ProxyState::default(), &changes(false, &["a"]), &first.written, None, cidr());
         for chain in &first.written[&ObjectKey::new("default", "a")] {
-            assert!(second.input.as_str().contains(&format!("-X {chain}\n")), "{chain}");
+            assert!(second.inputs(None)[0].contains(&format!("-X {chain}\n")), "{chain}");
         }
         assert!(second.written.is_empty());
     }
@@ -298,7 +388,7 @@ mod tests {
         // The kernel as iptables-save would print it after the first sync,
         // plus a chain of a service that is gone and the jumps.
         let mut kernel = String::from("*nat\n");
-        for line in first.input.as_str().lines().take_while(|l| *l != "COMMIT") {
+        for line in first.inputs(None)[0].lines().take_while(|l| *l != "COMMIT") {
             if line.starts_with(':') || line.starts_with("-A ") {
                 kernel += &format!("{line}\n");
             } else if let Some(jump) = line.strip_prefix("-I ") {
@@ -309,11 +399,34 @@ mod tests {
         kernel += ":HAWSER-SEP-LEFTOVER0000000 - [0:0]\nCOMMIT\n";
         let saved = Saved::parse(&kernel);
         let again = plan(&desired, &changes(true, &[]), &HashMap::new(), Some(&saved), cidr());
-        let text = again.input.as_str();
+        let inputs = again.inputs(None);
+        let text = inputs[0].as_str();
         assert!(declared(text).iter().all(|c| !c.starts_with("HAWSER-SVC-")), "nothing to rewrite: {text}");
         assert!(text.contains("-X HAWSER-SEP-LEFTOVER0000000\n"));
         assert!(!text.split("*filter").next().unwrap().contains("-I "), "the nat jumps are there: {text}");
         assert_eq!(again.written, first.written);
+    }
+
+    #[test]
+    fn on_nft_many_chains_go_first_in_bounded_inputs_each_service_whole() {
+        let desired = state(&[("a", 3), ("b", 3), ("c", 3)]);
+        let plan = plan(&desired, &changes(true, &[]), &HashMap::new(), Some(&Saved::default()), cidr());
+        assert_eq!(plan.inputs(Some(100)).len(), 1, "under the batch: one input");
+        let inputs = plan.inputs(Some(5));
+        // 4 chains per service (SVC and 3 SEPs): one service per input, then the last.
+        assert_eq!(inputs.len(), 4, "{inputs:#?}");
+        for (input, service) in inputs.iter().zip(["a", "b", "c"]) {
+            assert_eq!(declared(input).len(), 4, "{input}");
+            assert!(input.contains(&format!("default/{service}")) && !input.contains("HAWSER-SERVICES"), "{input}");
+            assert!(input.ends_with("COMMIT\n"));
+        }
+        let last = &inputs[3];
+        assert!(declared(last).iter().all(|c| !is_per_service(c)), "the last input only rewrites the top-level chains: {last}");
+        assert_eq!(last.lines().filter(|l| l.starts_with("-A HAWSER-SERVICES -d")).count(), 3);
+        assert_eq!(
+            inputs.concat().lines().filter(|l| l.starts_with(':')).count(),
+            plan.inputs(None)[0].lines().filter(|l| l.starts_with(':')).count()
+        );
     }
 
     #[test]
