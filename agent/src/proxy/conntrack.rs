@@ -95,9 +95,9 @@ pub async fn clear(flows: &BTreeSet<Flow>) {
         match Command::new("conntrack").args(flow.args()).output().await {
             // conntrack exits 1 when nothing matched: nothing to clear.
             Ok(out) if out.status.success() || out.status.code() == Some(1) => {
-                tracing::debug!(?flow, "cleared UDP conntrack entries");
+                tracing::debug!(?flow, "cleared conntrack entries");
             }
-            Ok(out) => tracing::warn!(?flow, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "clearing UDP conntrack entries"),
+            Ok(out) => tracing::warn!(?flow, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "clearing conntrack entries"),
             Err(e) => tracing::warn!(?flow, error = %e, "running conntrack (Debian's conntrack package)"),
         }
     }
