@@ -89,6 +89,8 @@ pub struct AgentHost {
     pub cgroup_root: String,
     agent: Option<Child>,
     agent_args: Vec<String>,
+    /// Extra environment of the agent process (e.g. `RUST_LOG`).
+    agent_env: Vec<(String, String)>,
     log: PathBuf,
     /// Dropped last: the namespace goes once its processes are gone.
     pub ns: Netns,
@@ -99,7 +101,7 @@ impl AgentHost {
     pub fn new(lan: &mut Lan, name: &str, ip: Ipv4Addr, log: PathBuf) -> Self {
         let ns = lan.add_host(name, ip);
         let cgroup_root = format!("hawser-{}-{name}", lan.id);
-        Self { name: name.to_string(), ip, cgroup_root, agent: None, agent_args: Vec::new(), log, ns }
+        Self { name: name.to_string(), ip, cgroup_root, agent: None, agent_args: Vec::new(), agent_env: Vec::new(), log, ns }
     }
 
     /// Runs `program args` on this host (inside its namespace).
@@ -125,6 +127,7 @@ impl AgentHost {
             .command(hawser_binary())
             .arg("agent")
             .args(&self.agent_args)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
@@ -150,6 +153,11 @@ impl AgentHost {
     pub fn restart_agent(&mut self) {
         self.kill9_agent();
         self.spawn_agent();
+    }
+
+    /// The agent's log file (stdout and stderr of every start, appended).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     pub fn log_tail(&self, n: usize) -> String {
@@ -206,9 +214,19 @@ impl NetnsCluster {
         Self::start_on(Runtime::Process, count, server_args, agent_args)
     }
 
+    /// As [`start_with`](Self::start_with), with extra environment for
+    /// every agent (e.g. `RUST_LOG` for a benchmark reading its debug lines).
+    pub fn start_with_env(count: usize, server_args: &[&str], agent_args: &[&str], agent_env: &[(&str, &str)]) -> Self {
+        Self::start_full(Runtime::Process, count, server_args, agent_args, agent_env)
+    }
+
     /// As [`start_with`](Self::start_with), the agents running pods with
     /// `runtime` (Docker: one dockerd for all of them).
     pub fn start_on(runtime: Runtime, count: usize, server_args: &[&str], agent_args: &[&str]) -> Self {
+        Self::start_full(runtime, count, server_args, agent_args, &[])
+    }
+
+    fn start_full(runtime: Runtime, count: usize, server_args: &[&str], agent_args: &[&str], agent_env: &[(&str, &str)]) -> Self {
         // First made, last dropped should the start fail.
         let (dockerd, runtime_args) = runtime.start("a netns cluster");
         let mut lan = Lan::new(&netns::run_id());
@@ -245,6 +263,7 @@ impl NetnsCluster {
             .chain(runtime_args.iter().cloned())
             .chain(agent_args.iter().map(|s| s.to_string()))
             .collect();
+            host.agent_env = agent_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             host.spawn_agent();
             nodes.push(host);
         }

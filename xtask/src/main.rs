@@ -7,6 +7,9 @@
 //!   network-namespace hosts, for development (the e2e tests' cluster)
 //! - `bench scheduler`, `bench controllers`: the control plane over simulated nodes
 //! - `bench api`: pod-create and watch-delivery benchmark on a fresh server
+//! - `bench pods`: pod startup and the agent's cost on a real node
+//! - `bench proxy`: the service proxy's rule programming and data path on a
+//!   real two-node cluster
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -29,6 +32,9 @@ const PACKAGES: &[&str] = &[
     "curl",
     // CA bundle for curl and apt over HTTPS.
     "ca-certificates",
+    // `cargo xtask bench proxy`: data-path throughput between pods and
+    // from the underlay client host (run as a pod and by the driver).
+    "iperf3",
     // The docker runtime's engine (`dockerd`, containerd, runc); its tests
     // start a dockerd of their own.
     "docker.io",
@@ -107,6 +113,17 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         driver_args: Vec<String>,
     },
+    /// The service proxy on a real two-node cluster: full-sync and
+    /// one-change programming time, service create → VIP answering, and the
+    /// data path (iperf3, new connections/s, latency) direct vs through the
+    /// proxy, per service count. Flags go to the driver (`--modes
+    /// direct,iptables`, `--services 1,1000,10000`, `--endpoints 10`,
+    /// `--iptables-backend system|nft|legacy`, `--seconds`, ...); results
+    /// under target/bench/proxy/.
+    Proxy {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        driver_args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -121,6 +138,7 @@ fn main() {
         Task::Bench { bench: Bench::Scheduler { driver_args } } => bench_control_plane("scheduler", &driver_args),
         Task::Bench { bench: Bench::Controllers { driver_args } } => bench_control_plane("controllers", &driver_args),
         Task::Bench { bench: Bench::Pods { driver_args } } => bench_pods(&driver_args),
+        Task::Bench { bench: Bench::Proxy { driver_args } } => bench_proxy(&driver_args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
@@ -404,6 +422,26 @@ fn bench_pods(driver_args: &[String]) -> Result<()> {
     deps()?;
     run("cargo build --release", cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     run("pods_bench", Command::new(target_dir()?.join("release").join("pods_bench")).args(driver_args))
+}
+
+/// `cargo xtask bench proxy`: the driver builds its own two-node netns
+/// cluster from the release binaries and writes its tables, CSV files and
+/// plots under `<target>/bench/proxy/`. Ctrl-C reaches the driver too
+/// (same process group), which tears its cluster down before exiting: we
+/// wait for it rather than die first.
+fn bench_proxy(driver_args: &[String]) -> Result<()> {
+    deps()?;
+    run("cargo build --release", cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    let out = target_dir()?.join("bench").join("proxy");
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs an async-signal-safe no-op handler (reset to the
+    // default in the driver on exec).
+    unsafe { libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t) };
+    let mut driver = Command::new(target_dir()?.join("release").join("proxy_bench"));
+    if !driver_args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+        driver.arg("--out").arg(&out);
+    }
+    run("proxy_bench", driver.args(driver_args))
 }
 
 /// Where the development cluster's `serve` process keeps its files.
