@@ -106,31 +106,23 @@ pub async fn clear(flows: &BTreeSet<Flow>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::state::{Endpoint, ServicePortName};
-    use hawser_runtime::ObjectKey;
+    use crate::proxy::state::Endpoint;
 
     fn udp(endpoints: &[u8], node_port: Option<u16>) -> ServicePort {
-        ServicePort {
-            name: ServicePortName { service: ObjectKey::new("default", "dns"), port: String::new(), protocol: Protocol::Udp },
-            cluster_ip: Ipv4Addr::new(10, 96, 0, 53),
-            port: 53,
-            node_port,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-            affinity_timeout: None,
-            endpoints: endpoints
-                .iter()
-                .map(|&last| Endpoint {
-                    ip: Ipv4Addr::new(10, 244, 1, last),
-                    port: 5353,
-                    local: true,
-                    ready: true,
-                    serving: true,
-                    terminating: false,
-                })
-                .collect(),
-        }
+        let endpoints = endpoints
+            .iter()
+            .map(|&last| Endpoint {
+                ip: Ipv4Addr::new(10, 244, 1, last),
+                port: 5353,
+                local: true,
+                ready: true,
+                serving: true,
+                terminating: false,
+            })
+            .collect();
+        let mut port = ServicePort::for_test("dns", "", Protocol::Udp, Ipv4Addr::new(10, 96, 0, 53), 53, endpoints);
+        port.node_port = node_port;
+        port
     }
 
     #[test]

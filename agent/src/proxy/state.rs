@@ -136,6 +136,32 @@ impl ServicePort {
     }
 }
 
+impl ServicePort {
+    /// A plain ClusterIP port `namespace/service:port` with no policies,
+    /// for tests to adjust.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        service: &str,
+        port_name: &str,
+        protocol: Protocol,
+        cluster_ip: Ipv4Addr,
+        port: u16,
+        endpoints: Vec<Endpoint>,
+    ) -> Self {
+        ServicePort {
+            name: ServicePortName { service: ObjectKey::new("default", service), port: port_name.to_string(), protocol },
+            cluster_ip,
+            port,
+            node_port: None,
+            external_local: false,
+            internal_local: false,
+            health_check_node_port: None,
+            affinity_timeout: None,
+            endpoints,
+        }
+    }
+}
+
 fn usable<'a>(endpoints: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<&'a Endpoint> {
     let ready: Vec<&Endpoint> = endpoints.clone().filter(|e| e.ready).collect();
     if !ready.is_empty() {

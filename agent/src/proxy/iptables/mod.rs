@@ -304,7 +304,7 @@ pub fn chains_of(port: &ServicePort, cluster_cidr: Ipv4Network) -> Vec<(String, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::state::{Endpoint, Protocol, ServicePortName};
+    use crate::proxy::state::{Endpoint, Protocol};
     use std::net::Ipv4Addr;
 
     fn cidr() -> Ipv4Network {
@@ -315,26 +315,17 @@ mod tests {
         let mut state = ProxyState::default();
         for (i, (name, endpoints)) in services.iter().enumerate() {
             let key = ObjectKey::new("default", *name);
-            let port = ServicePort {
-                name: ServicePortName { service: key.clone(), port: String::new(), protocol: Protocol::Tcp },
-                cluster_ip: Ipv4Addr::new(10, 96, 0, 10 + i as u8),
-                port: 80,
-                node_port: None,
-                external_local: false,
-                internal_local: false,
-                health_check_node_port: None,
-                affinity_timeout: None,
-                endpoints: (0..*endpoints)
-                    .map(|e| Endpoint {
-                        ip: Ipv4Addr::new(10, 244, i as u8, e + 2),
-                        port: 8080,
-                        local: false,
-                        ready: true,
-                        serving: true,
-                        terminating: false,
-                    })
-                    .collect(),
-            };
+            let endpoints = (0..*endpoints)
+                .map(|e| Endpoint {
+                    ip: Ipv4Addr::new(10, 244, i as u8, e + 2),
+                    port: 8080,
+                    local: false,
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                })
+                .collect();
+            let port = ServicePort::for_test(name, "", Protocol::Tcp, Ipv4Addr::new(10, 96, 0, 10 + i as u8), 80, endpoints);
             state.set(key, vec![port]);
         }
         state

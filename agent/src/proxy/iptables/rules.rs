@@ -270,7 +270,6 @@ pub fn nodeports_jump() -> String {
 mod tests {
     use super::*;
     use crate::proxy::state::Protocol;
-    use hawser_runtime::ObjectKey;
     use std::net::Ipv4Addr;
 
     fn cidr() -> Ipv4Network {
@@ -282,17 +281,7 @@ mod tests {
     }
 
     fn port(endpoints: Vec<Endpoint>) -> ServicePort {
-        ServicePort {
-            name: ServicePortName { service: ObjectKey::new("default", "web"), port: "http".into(), protocol: Protocol::Tcp },
-            cluster_ip: Ipv4Addr::new(10, 96, 0, 20),
-            port: 80,
-            node_port: None,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-            affinity_timeout: None,
-            endpoints,
-        }
+        ServicePort::for_test("web", "http", Protocol::Tcp, Ipv4Addr::new(10, 96, 0, 20), 80, endpoints)
     }
 
     fn chain_rules<'a>(rules: &'a PortRules, prefix: &str) -> Vec<&'a [String]> {
