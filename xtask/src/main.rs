@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's tasks, one function each.
 //!
 //! - `deps`: install the Debian packages Hawser needs (idempotent, as root)
+//!   and the eBPF toolchain (nightly `rust-src`, `bpf-linker`)
 //! - `up`: build and run `hawser up --data-dir target/hawser` in the foreground
 //! - `test`: deps, fmt check, clippy, build, unit and end-to-end tests (what CI runs)
 //! - `cluster up --nodes N` / `cluster down`: control plane + N agents in
@@ -38,7 +39,13 @@ const PACKAGES: &[&str] = &[
     // The docker runtime's engine (`dockerd`, containerd, runc); its tests
     // start a dockerd of their own.
     "docker.io",
+    // LLVM 22 (rustc's own LLVM) for bpf-linker, which links the eBPF
+    // proxy's programs (see `bpf_toolchain`).
+    "llvm-22-dev",
 ];
+
+/// bpf-linker's version, built against Debian's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// The real kubectl the end-to-end tests drive.
 const KUBECTL: &str = "/usr/bin/kubectl";
@@ -220,6 +227,7 @@ fn deps() -> Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
+    bpf_toolchain()?;
     let kubectl = Command::new(KUBECTL).args(["version", "--client"]).output();
     match kubectl {
         Ok(out) if out.status.success() => {
@@ -231,6 +239,54 @@ fn deps() -> Result<()> {
             "deps: {KUBECTL} not found ({e}); the end-to-end tests drive the real kubectl (1.32) and \
              this project does not install it: put a kubectl binary at {KUBECTL}"
         ),
+    }
+    Ok(())
+}
+
+/// What the agent's build script needs to compile the eBPF programs
+/// (`ebpf/programs`, built for `bpfel-unknown-none`): the nightly
+/// toolchain with `rust-src` (for `-Z build-std=core`) and `bpf-linker`.
+/// Each step is skipped when already done.
+fn bpf_toolchain() -> Result<()> {
+    let rustup = |args: &[&str]| {
+        Command::new("rustup").args(args).output().context("deps: running rustup (the project builds with rustup's toolchains)")
+    };
+    let toolchains = rustup(&["toolchain", "list"])?;
+    if !String::from_utf8_lossy(&toolchains.stdout).lines().any(|l| l.starts_with("nightly")) {
+        run(
+            "deps: rustup toolchain install nightly",
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+        )?;
+    }
+    let components = rustup(&["component", "list", "--installed", "--toolchain", "nightly"])?;
+    if !String::from_utf8_lossy(&components.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        run(
+            "deps: rustup component add rust-src",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        )?;
+    }
+    let linker = Command::new("bpf-linker").arg("--version").output();
+    match linker {
+        Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION) => {
+            println!("deps: {}", String::from_utf8_lossy(&out.stdout).trim());
+        }
+        _ => run(
+            "deps: cargo install bpf-linker",
+            // Against Debian's LLVM (its build script reads LLVM_PREFIX);
+            // without it, bpf-linker would want to download an LLVM.
+            Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--locked",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+        )?,
     }
     Ok(())
 }
