@@ -68,16 +68,19 @@ pub struct AgentConfig {
     /// pods; distinct per agent when several share a machine.
     pub cgroup_root: String,
     pub proxy_mode: ProxyMode,
+    /// Where the eBPF proxy pins its programs and maps.
+    pub bpf_pin_dir: PathBuf,
     /// The iptables programs of the proxy and the pod network.
     pub iptables: crate::iptables::Backend,
     pub proxy_min_sync_period: std::time::Duration,
     pub proxy_sync_period: std::time::Duration,
 }
 
-/// Removes every iptables chain and rule an agent makes: the service
-/// proxy's and the pod network's (`hawser agent --cleanup`).
-pub async fn cleanup(iptables: crate::iptables::Backend) -> anyhow::Result<()> {
-    proxy::cleanup(iptables).await.context("removing the service proxy's rules")?;
+/// Removes every iptables chain and rule an agent makes, the service
+/// proxy's and the pod network's, and the eBPF proxy's pinned programs and
+/// maps (`hawser agent --cleanup`).
+pub async fn cleanup(iptables: crate::iptables::Backend, bpf_pin_dir: &Path) -> anyhow::Result<()> {
+    proxy::cleanup(iptables, bpf_pin_dir).await.context("removing the service proxy's rules and programs")?;
     network::remove_rules(iptables).await.context("removing the pod network's rules")?;
     Ok(())
 }
@@ -138,6 +141,34 @@ async fn ensure_pause_image(docker: &DockerRuntime, socket: &Path, image: &str, 
     }
 }
 
+/// The eBPF data path when `--proxy-mode ebpf` asks for it and the kernel
+/// takes it; `None` means the iptables backend. Whichever runs, what the
+/// other mode left is removed, so switching modes leaves no stale rules or
+/// programs behind.
+async fn ebpf_datapath(config: &AgentConfig) -> Option<proxy::ebpf::DataPath> {
+    let datapath = match config.proxy_mode {
+        ProxyMode::Ebpf => {
+            let datapath_config = proxy::ebpf::DataPathConfig { pin_dir: config.bpf_pin_dir.clone(), node_ip: config.node_ip };
+            match proxy::ebpf::DataPath::load(&datapath_config) {
+                Ok(datapath) => Some(datapath),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the eBPF proxy cannot run on this node; falling back to the iptables proxy");
+                    None
+                }
+            }
+        }
+        ProxyMode::Iptables => None,
+    };
+    let leftovers = match &datapath {
+        Some(_) => proxy::iptables::cleanup(config.iptables).await.map_err(|e| e.to_string()),
+        None => proxy::ebpf::datapath::remove(&config.bpf_pin_dir).map(|_| ()).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = leftovers {
+        tracing::warn!(error = %e, "removing what the other proxy mode left");
+    }
+    datapath
+}
+
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
@@ -179,19 +210,25 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let mut net_config = network::Config::new(config.data_dir.join("network"), pod_cidr);
     net_config.cluster_cidr = config.cluster_cidr;
     net_config.iptables = config.iptables;
-    let network = Arc::new(NodeNetwork::setup(net_config).await.context("setting up the pod network")?);
+    let datapath = ebpf_datapath(&config).await;
+    let mut network = NodeNetwork::setup(net_config).await.context("setting up the pod network")?;
+    if let Some(datapath) = &datapath {
+        let scope = datapath.scope.clone();
+        network = network.on_pod_netns(Arc::new(move |netns| scope.admit(Some(netns)).map(|_| ())));
+    }
+    let network = Arc::new(network);
     tracing::info!(%pod_cidr, gateway = %network.gateway(), "pod network ready");
 
     let proxy = tokio::spawn(proxy::run(
         client.clone(),
         ProxyConfig {
-            mode: config.proxy_mode,
             iptables: config.iptables,
             node_name: config.node_name.clone(),
             cluster_cidr: config.cluster_cidr,
             min_sync_period: config.proxy_min_sync_period,
             sync_period: config.proxy_sync_period,
         },
+        datapath,
     ));
     let informers = Informers::new(client.clone());
     keep_peer_routes(informers.get::<Node>(), network.clone(), config.node_name.clone());

@@ -151,9 +151,14 @@ struct NodeArgs {
     /// The cgroup holding this agent's pods (one per agent on a machine).
     #[arg(long, default_value = "hawser")]
     cgroup_root: String,
-    /// The service proxy's backend.
-    #[arg(long, default_value = "iptables", value_parser = ["iptables"])]
+    /// The service proxy's backend: `ebpf` (socket-level balancing and tc
+    /// NodePort; falls back to iptables, with the reason logged, where the
+    /// kernel cannot run it) or `iptables`.
+    #[arg(long, default_value = "ebpf", value_parser = ["ebpf", "iptables"])]
     proxy_mode: String,
+    /// Where the eBPF proxy pins its programs and maps (on a bpffs).
+    #[arg(long, default_value = hawser_agent::proxy::ebpf::DEFAULT_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
     /// Which iptables programs the proxy and the pod network use: the
     /// system's `iptables-restore`, or `nft` / `legacy` explicitly.
     #[arg(long, default_value = "system")]
@@ -222,6 +227,7 @@ impl NodeArgs {
             supervisor_exe: std::env::current_exe().context("locating the hawser binary for pod supervisors")?,
             cgroup_root: self.cgroup_root.clone(),
             proxy_mode: self.proxy_mode.parse().map_err(anyhow::Error::msg)?,
+            bpf_pin_dir: self.bpf_pin_dir.clone(),
             iptables: self.iptables_backend,
             proxy_min_sync_period: self.proxy_min_sync_period,
             proxy_sync_period: self.proxy_sync_period,
@@ -308,8 +314,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server.serve(shutdown_signal()).await
         }
         Command::Agent(args) if args.cleanup => {
-            hawser_agent::agent::cleanup(args.node.iptables_backend).await?;
-            println!("removed the agent's iptables chains and rules");
+            hawser_agent::agent::cleanup(args.node.iptables_backend, &args.node.bpf_pin_dir).await?;
+            println!("removed the agent's iptables chains and rules and its BPF programs and maps");
             Ok(())
         }
         Command::Agent(args) => {

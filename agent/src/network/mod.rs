@@ -154,6 +154,9 @@ fn all_ok(context: &str, results: impl IntoIterator<Item = Result<(), NetworkErr
 
 /// The node's pod network, set up; the handle through which pods are wired.
 pub struct NodeNetwork {
+    /// Told of every pod's network namespace once it is wired (the eBPF
+    /// proxy balances the sockets of this node's namespaces only).
+    on_pod_netns: Option<PodNetnsHook>,
     bridge: String,
     pod_cidr: Ipv4Network,
     cluster_cidr: Ipv4Network,
@@ -162,6 +165,9 @@ pub struct NodeNetwork {
     ipam: Arc<Ipam>,
     netlink: Netlink,
 }
+
+/// What [`NodeNetwork::on_pod_netns`] calls with a pod's network namespace.
+pub type PodNetnsHook = Arc<dyn Fn(&std::fs::File) -> io::Result<()> + Send + Sync>;
 
 /// Removes the pod network's iptables chains and their jumps, leaving
 /// links, addresses and routes (`hawser agent --cleanup`).
@@ -202,7 +208,13 @@ impl NodeNetwork {
         bridge::ensure(&netlink, &bridge, Ipv4Network::new(ipam.gateway(), pod_cidr.prefix()).expect("prefix of a network"), mtu).await?;
         enable_ip_forward()?;
         iptables::ensure(backend, pod_cidr, cluster_cidr).await?;
-        Ok(Self { bridge, pod_cidr, cluster_cidr, mtu, backend, ipam: Arc::new(ipam), netlink })
+        Ok(Self { on_pod_netns: None, bridge, pod_cidr, cluster_cidr, mtu, backend, ipam: Arc::new(ipam), netlink })
+    }
+
+    /// Calls `hook` with each pod's network namespace as it is wired.
+    pub fn on_pod_netns(mut self, hook: PodNetnsHook) -> Self {
+        self.on_pod_netns = Some(hook);
+        self
     }
 
     /// Wires the pod `pod_uid` whose network namespace is the file `netns`
@@ -244,6 +256,14 @@ impl NodeNetwork {
             prefix: self.pod_cidr.prefix(),
         };
         let host_veth = pod::attach(&wiring, pod_uid, netns, ip).await?;
+        if let Some(hook) = &self.on_pod_netns {
+            let io = |source| NetworkError::Io {
+                context: format!("registering the network namespace {} of pod {pod_uid}", netns.display()),
+                source,
+            };
+            let file = std::fs::File::open(netns).map_err(io)?;
+            hook(&file).map_err(io)?;
+        }
         Ok(PodInterface { ip, prefix: self.pod_cidr.prefix(), gateway: self.gateway(), host_veth, mtu: self.mtu })
     }
 

@@ -15,9 +15,11 @@
 //! - [`state`]: Service + EndpointSlices → service ports and endpoints.
 //! - [`tracker`]: what changed since the last sync.
 //! - [`iptables`]: the iptables backend (kube-proxy's chain layout).
+//! - [`ebpf`]: the eBPF backend (socket-level balancing, tc NodePort).
 //! - [`healthcheck`], [`conntrack`]: shared by the backends.
 
 pub mod conntrack;
+pub mod ebpf;
 pub mod healthcheck;
 pub mod iptables;
 pub mod state;
@@ -40,6 +42,7 @@ use tracker::ChangeTracker;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProxyMode {
     Iptables,
+    Ebpf,
 }
 
 impl std::str::FromStr for ProxyMode {
@@ -47,7 +50,8 @@ impl std::str::FromStr for ProxyMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "iptables" => Ok(ProxyMode::Iptables),
-            other => Err(format!("unknown proxy mode {other:?}: expected iptables")),
+            "ebpf" => Ok(ProxyMode::Ebpf),
+            other => Err(format!("unknown proxy mode {other:?}: expected ebpf or iptables")),
         }
     }
 }
@@ -55,7 +59,6 @@ impl std::str::FromStr for ProxyMode {
 /// `hawser agent`'s proxy settings, with kube-proxy's defaults.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    pub mode: ProxyMode,
     pub iptables: Backend,
     pub node_name: String,
     /// Pod traffic (from inside this range) to a cluster IP is not
@@ -71,6 +74,8 @@ pub struct ProxyConfig {
 pub enum ProxyError {
     #[error(transparent)]
     Iptables(#[from] IptablesError),
+    #[error("eBPF proxy: {0}")]
+    Ebpf(String),
 }
 
 /// What changed since the backend's last successful sync.
@@ -93,23 +98,29 @@ pub trait Proxier: Send {
     async fn sync(&mut self, state: &ProxyState, changes: &Changes) -> Result<(), ProxyError>;
 }
 
-/// The backend `config` asks for.
-pub fn proxier(config: &ProxyConfig) -> Box<dyn Proxier> {
-    match config.mode {
-        ProxyMode::Iptables => Box::new(iptables::IptablesProxier::new(config.iptables, config.cluster_cidr)),
-    }
+/// The eBPF backend over `datapath` when one was loaded, else iptables.
+pub fn proxier(config: &ProxyConfig, datapath: Option<ebpf::DataPath>) -> Result<Box<dyn Proxier>, ProxyError> {
+    Ok(match datapath {
+        Some(datapath) => Box::new(ebpf::EbpfProxier::new(datapath)?),
+        None => Box::new(iptables::IptablesProxier::new(config.iptables, config.cluster_cidr)),
+    })
 }
 
-/// Removes everything every backend may have left (`hawser agent --cleanup`).
-pub async fn cleanup(iptables: Backend) -> Result<(), ProxyError> {
-    iptables::cleanup(iptables).await
+/// Removes everything every backend may have left (`hawser agent --cleanup`):
+/// the iptables chains, and the BPF programs and maps pinned under
+/// `pin_dir` (unpinning detaches them).
+pub async fn cleanup(iptables: Backend, pin_dir: &std::path::Path) -> Result<(), ProxyError> {
+    iptables::cleanup(iptables).await?;
+    ebpf::datapath::remove(pin_dir).map_err(|e| ProxyError::Ebpf(e.to_string()))?;
+    Ok(())
 }
 
 /// How long to wait before retrying after `failures` failed syncs.
 const RETRY: Backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30), factor: 2.0 };
 
-/// Runs the proxy until the task is dropped.
-pub async fn run(client: kube::Client, config: ProxyConfig) {
+/// Runs the proxy until the task is dropped: over `datapath` (the eBPF
+/// backend) when given, else with iptables.
+pub async fn run(client: kube::Client, config: ProxyConfig, datapath: Option<ebpf::DataPath>) {
     let services: Informer<Service> = Informer::start(client.clone());
     let slices: Informer<EndpointSlice> = Informer::start(client);
     let tracker = Arc::new(ChangeTracker::default());
@@ -125,7 +136,13 @@ pub async fn run(client: kube::Client, config: ProxyConfig) {
     // services not yet seen: the previous run's rules stay until then.
     services.wait_synced().await;
     slices.wait_synced().await;
-    let mut proxier = proxier(&config);
+    let mut proxier = match proxier(&config, datapath) {
+        Ok(proxier) => proxier,
+        Err(e) => {
+            tracing::error!(error = %e, "service proxy cannot start");
+            return;
+        }
+    };
     tracing::info!(backend = proxier.name(), "service proxy synced its caches; programming");
     SyncLoop { config, services, slices, tracker, state: ProxyState::default(), health: Default::default() }.run(proxier.as_mut()).await
 }
@@ -183,10 +200,12 @@ impl SyncLoop {
             last_sync = Some(started);
             match proxier.sync(&self.state, &changes).await {
                 Ok(()) => {
+                    let elapsed = started.elapsed();
                     tracing::debug!(
                         full,
                         services = changes.services.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        elapsed_ms = elapsed.as_millis() as u64,
+                        elapsed_us = elapsed.as_micros() as u64,
                         "service proxy synced"
                     );
                     failures = 0;

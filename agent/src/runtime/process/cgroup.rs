@@ -284,6 +284,14 @@ fn context(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` in systemd's hybrid layout): its top is the
+/// root cgroup the eBPF proxy's socket programs hang on.
+pub fn cgroup2_mount() -> io::Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    Mounts::parse(&mountinfo).unified.ok_or_else(|| io::Error::new(ErrorKind::NotFound, "no cgroup2 hierarchy is mounted"))
+}
+
 /// Where the cgroup hierarchies this runtime uses are mounted.
 #[derive(Debug, Default, PartialEq)]
 struct Mounts {

@@ -1,0 +1,62 @@
+//! The eBPF backend: services balanced at the socket (`connect()`,
+//! `sendmsg()`) for everything on the node, and by tc programs on the
+//! underlay interface for NodePort traffic from outside; the programs are
+//! in `ebpf/programs`, their map types in `hawser-ebpf-common`.
+//!
+//! - [`datapath`]: load, attach and pin; take over from a previous agent.
+//! - [`maps`]: the pinned maps, opened by path.
+//! - [`table`]: desired state → the map writes that differ, in a safe order.
+//! - [`scope`]: which network namespaces' sockets this agent balances.
+//!
+//! A sync costs only the map entries of the services that changed, so it
+//! takes the same time with 1 service as with 10,000; the data path does a
+//! hash lookup per `connect()` (not per packet) whatever the count.
+
+pub mod datapath;
+pub mod maps;
+pub mod scope;
+pub mod table;
+
+pub use datapath::{DEFAULT_PIN_DIR, DataPath, DataPathConfig, DataPathError};
+
+use super::state::ProxyState;
+use super::{Changes, Proxier, ProxyError};
+use table::Table;
+
+/// The [`Proxier`] over a loaded [`DataPath`].
+pub struct EbpfProxier {
+    datapath: DataPath,
+    table: Table,
+}
+
+impl EbpfProxier {
+    /// Takes over what the maps hold (a restarted agent's predecessor's
+    /// work), so the first sync writes only what changed meanwhile.
+    pub fn new(datapath: DataPath) -> Result<Self, ProxyError> {
+        let contents = datapath.maps.dump().map_err(|e| ProxyError::Ebpf(e.to_string()))?;
+        tracing::info!(
+            services = contents.services.len(),
+            slots = contents.slots.len(),
+            backends = contents.backends.len(),
+            underlay = datapath.underlay,
+            "eBPF proxy: taking over the pinned maps"
+        );
+        Ok(Self { table: Table::from_contents(contents), datapath })
+    }
+}
+
+#[async_trait::async_trait]
+impl Proxier for EbpfProxier {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    async fn sync(&mut self, state: &ProxyState, changes: &Changes) -> Result<(), ProxyError> {
+        let counts = self
+            .table
+            .sync(&mut self.datapath.maps, state, changes, &self.datapath.node_ips)
+            .map_err(|e| ProxyError::Ebpf(e.to_string()))?;
+        tracing::debug!(written = counts.written, deleted = counts.deleted, "eBPF proxy: map entries changed");
+        Ok(())
+    }
+}
