@@ -14,6 +14,7 @@
 //! | `/file?path=P` | the contents of file P |
 //! | `/alloc?mb=N` | allocates and touches N MiB, kept until exit |
 //! | `/exit?code=N` | exits with code N after answering |
+//! | `/stream?seconds=S` | a line `tick N` every 100 ms for S seconds, on one connection |
 //!
 //! It also answers UDP on the same address: every datagram gets the pod's
 //! name back.
@@ -31,6 +32,10 @@
 //! - `udp IP:PORT [--count N] [--interval-ms I] [--source-port P]`: sends N
 //!   datagrams from one socket (so one conntrack entry) and prints each
 //!   answer, or `-` when none came within a second.
+//! - `stream URL --seconds S`: reads `/stream?seconds=S` from URL's
+//!   server on one connection; prints `ticks N max_gap_ms G` and exits 1
+//!   if the stream broke or fell short (an established connection that
+//!   must survive whatever the test does meanwhile).
 //! - `bench URL --seconds S [--concurrency C]`: the proxy benchmark's load
 //!   generator (`cargo xtask bench proxy`). C threads each open a new
 //!   connection, `GET` URL and read the answer to its end, one after
@@ -64,6 +69,7 @@ fn main() {
         Some("loop") => return loop_command(&args[1..]),
         Some("udp") => return udp_command(&args[1..]),
         Some("bench") => return bench_command(&args[1..]),
+        Some("stream") => return stream_command(&args[1..]),
         _ => {}
     }
     let mut listen = env::var("PORT").map(|p| format!("0.0.0.0:{p}")).unwrap_or_else(|_| "0.0.0.0:8080".into());
@@ -126,6 +132,17 @@ fn serve(stream: TcpStream, peer: Option<SocketAddr>, flags: &Flags) -> std::io:
     }
     let target = request_line.split_whitespace().nth(1).unwrap_or("/");
     let (path, q) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/stream" {
+        let seconds: u64 = query(q, "seconds").and_then(|v| v.parse().ok()).unwrap_or(10);
+        let mut out = &stream;
+        write!(out, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")?;
+        for tick in 0..seconds * 10 {
+            writeln!(out, "tick {tick}")?;
+            out.flush()?;
+            thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(());
+    }
     let (status, body, exit) = answer(path, q, peer, flags);
     let reason = match status {
         200 => "OK",
@@ -249,6 +266,40 @@ fn loop_command(args: &[String]) {
     println!("ok {ok} failed {failed}");
     if failed > 0 {
         process::exit(1)
+    }
+}
+
+fn stream_command(args: &[String]) {
+    let Some(url) = args.first() else { fail("usage: hawser-test-server stream http://IP:PORT --seconds S") };
+    let seconds: u64 = option(args, "--seconds", 10);
+    let authority = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+    let addr: SocketAddr = authority.parse().unwrap_or_else(|e| fail(&format!("{authority}: {e} (an IP:PORT is needed)")));
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| fail(&format!("connecting to {addr}: {e}")));
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut out = &stream;
+    write!(out, "GET /stream?seconds={seconds} HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap_or_else(|e| fail(&e.to_string()));
+    let (mut ticks, mut max_gap, mut last) = (0u64, Duration::ZERO, Instant::now());
+    let mut error = None;
+    for line in BufReader::new(&stream).lines() {
+        match line {
+            Ok(line) if line.starts_with("tick ") => {
+                ticks += 1;
+                max_gap = max_gap.max(last.elapsed());
+                last = Instant::now();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    println!("ticks {ticks} max_gap_ms {}", max_gap.as_millis());
+    if let Some(e) = error {
+        fail(&format!("the stream from {addr} broke after {ticks} ticks: {e}"));
+    }
+    if ticks < seconds * 10 {
+        fail(&format!("the stream from {addr} ended after {ticks} of {} ticks", seconds * 10));
     }
 }
 

@@ -87,6 +87,9 @@ pub struct AgentHost {
     pub name: String,
     pub ip: Ipv4Addr,
     pub cgroup_root: String,
+    /// Where the agent's eBPF proxy pins its programs and maps (removed,
+    /// which detaches them, when the host goes).
+    pub bpf_pin_dir: PathBuf,
     agent: Option<Child>,
     agent_args: Vec<String>,
     /// Extra environment of the agent process (e.g. `RUST_LOG`).
@@ -101,7 +104,8 @@ impl AgentHost {
     pub fn new(lan: &mut Lan, name: &str, ip: Ipv4Addr, log: PathBuf) -> Self {
         let ns = lan.add_host(name, ip);
         let cgroup_root = format!("hawser-{}-{name}", lan.id);
-        Self { name: name.to_string(), ip, cgroup_root, agent: None, agent_args: Vec::new(), agent_env: Vec::new(), log, ns }
+        let bpf_pin_dir = PathBuf::from(format!("/sys/fs/bpf/{cgroup_root}"));
+        Self { name: name.to_string(), ip, cgroup_root, bpf_pin_dir, agent: None, agent_args: Vec::new(), agent_env: Vec::new(), log, ns }
     }
 
     /// Runs `program args` on this host (inside its namespace).
@@ -174,6 +178,7 @@ impl Drop for AgentHost {
         }
         self.kill9_agent();
         netns::remove_cgroup_tree(&self.cgroup_root);
+        let _ = std::fs::remove_dir_all(&self.bpf_pin_dir);
     }
 }
 
@@ -257,6 +262,8 @@ impl NetnsCluster {
                 data.to_str().expect("utf-8 path"),
                 "--cgroup-root",
                 &host.cgroup_root,
+                "--bpf-pin-dir",
+                host.bpf_pin_dir.to_str().expect("utf-8 path"),
             ]
             .iter()
             .map(|s| s.to_string())
@@ -321,6 +328,7 @@ impl Drop for OneNode {
         // The pods' processes go before the cluster's files do.
         self.cluster.kill9();
         netns::remove_cgroup_tree(&self.host.cgroup_root);
+        let _ = std::fs::remove_dir_all(&self.host.bpf_pin_dir);
     }
 }
 
@@ -336,7 +344,8 @@ impl OneNode {
         let (dockerd, runtime_args) = runtime.start("hawser up in a netns host");
         let mut lan = Lan::new(&netns::run_id());
         let host = AgentHost::new(&mut lan, "n1", Ipv4Addr::new(198, 51, 100, 11), PathBuf::from("/dev/null"));
-        let mut all = vec!["--node-name", "n1", "--cgroup-root", host.cgroup_root.as_str()];
+        let pin_dir = host.bpf_pin_dir.to_str().expect("utf-8 path");
+        let mut all = vec!["--node-name", "n1", "--cgroup-root", host.cgroup_root.as_str(), "--bpf-pin-dir", pin_dir];
         all.extend(runtime_args.iter().map(String::as_str));
         all.extend_from_slice(args);
         let cluster = TestCluster::start_in(&host.ns, "up", SocketAddr::from(([0, 0, 0, 0], API_PORT)), &all);

@@ -25,6 +25,12 @@ macro_rules! on_every_mode {
                 super::$test("iptables")
             })*
         }
+        mod ebpf {
+            $(#[test]
+            fn $test() {
+                super::$test("ebpf")
+            })*
+        }
     };
 }
 
@@ -54,8 +60,24 @@ impl std::ops::Deref for ProxyCluster {
 
 impl ProxyCluster {
     fn start(mode: &str) -> Self {
-        let mut cluster = NetnsCluster::start_with(3, &[], &["--proxy-mode", mode]);
+        Self::start_nodes(mode, 3)
+    }
+
+    fn start_nodes(mode: &str, nodes: usize) -> Self {
+        let mut cluster = NetnsCluster::start_with(nodes, &[], &["--proxy-mode", mode]);
         let client = cluster.lan.add_host("client", CLIENT);
+        // Each mode must really run, not fall back: the eBPF agents pin
+        // their links, the iptables ones leave no pins.
+        for node in &cluster.nodes {
+            let pinned = node.bpf_pin_dir.join("links/sock_connect4").exists() && node.bpf_pin_dir.join("links/nodeport_ingress").exists();
+            assert_eq!(
+                pinned,
+                mode == "ebpf",
+                "{}: {mode} mode, BPF links pinned under {}: {pinned}",
+                node.name,
+                node.bpf_pin_dir.display()
+            );
+        }
         Self { cluster, client }
     }
 
@@ -162,10 +184,17 @@ fn cluster_ips_and_node_ports_reach_every_endpoint_from_pods_nodes_and_outside(m
     let own = format!("http://{}:80/", cluster_ip(&c.service("solo")));
     let hairpin = stdout(&c.pod_run(&pod_name(&solo), &["fetch", &own, "--count", "5"]));
     assert_eq!(tally(&hairpin), BTreeMap::from([(pod_name(&solo), 5)]), "{hairpin}");
-    // And the answer came from the node's side of the bridge (masqueraded),
-    // the only way its reply can come back through the NAT.
     let source = stdout(&c.pod_run(&pod_name(&solo), &["fetch", &format!("{own}source")]));
-    assert_ne!(source.split(':').next().unwrap(), pod_ip(&solo), "hairpin traffic is masqueraded: {source}");
+    let source_ip = source.split(':').next().unwrap();
+    if mode == "iptables" {
+        // The answer came from the node's side of the bridge (masqueraded),
+        // the only way its reply can come back through the NAT.
+        assert_ne!(source_ip, pod_ip(&solo), "hairpin traffic is masqueraded: {source}");
+    } else {
+        // Balanced at connect(): the pod connected straight to itself, no
+        // NAT on the way, so nothing to masquerade.
+        assert_eq!(source_ip, pod_ip(&solo), "a socket-balanced hairpin connection comes from the pod itself: {source}");
+    }
 }
 
 fn local_traffic_policy_keeps_the_client_address_and_answers_health_checks(mode: &str) {
@@ -318,31 +347,31 @@ impl Drop for UdpLoop {
     }
 }
 
-fn a_thousand_services_of_ten_endpoints_are_programmed_as_wanted(mode: &str) {
-    let mut c = ProxyCluster::start(mode);
-    c.apply("many.yaml", &rc(Runtime::Process, "many", 10), &[]);
-    let pods = ready_pods(&c, "many", 10);
-    let endpoints: BTreeSet<String> = pods.iter().map(|p| format!("{}:8080", pod_ip(p))).collect();
-    // Created through the API 16 at a time (kubectl would send them one by one).
+/// Creates services `s0`..`s{count-1}` selecting `app` (port 80 → 8080;
+/// no selector, so no endpoints and no EndpointSlices, for `None`) through
+/// the API, 16 at a time (kubectl would send them one by one), and returns
+/// their cluster IPs.
+fn create_services(c: &ProxyCluster, count: usize, app: Option<&str>) -> BTreeSet<String> {
     hawser_tests::block_on(async {
         use futures::{StreamExt, TryStreamExt};
         let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(c.kube_client().await, "default");
-        futures::stream::iter(0..1000)
+        futures::stream::iter(0..count)
             .map(|i| {
                 let api = api.clone();
                 async move {
-                    let service = serde_json::from_value(serde_json::json!({
-                        "metadata": {"name": format!("s{i}")},
-                        "spec": {"selector": {"app": "many"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
-                    }))
-                    .expect("a Service");
+                    let mut spec = serde_json::json!({"ports": [{"name": "http", "port": 80, "targetPort": 8080}]});
+                    if let Some(app) = app {
+                        spec["selector"] = serde_json::json!({"app": app});
+                    }
+                    let service = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("s{i}")}, "spec": spec}))
+                        .expect("a Service");
                     api.create(&kube::api::PostParams::default(), &service).await
                 }
             })
             .buffer_unordered(16)
             .try_collect::<Vec<_>>()
             .await
-            .expect("creating 1000 services")
+            .expect("creating the services")
     });
     let list = c.kubectl_json(&["get", "services", "-o", "json"]);
     let vips: BTreeSet<String> = list["items"]
@@ -352,14 +381,60 @@ fn a_thousand_services_of_ten_endpoints_are_programmed_as_wanted(mode: &str) {
         .filter(|s| s["metadata"]["name"].as_str().is_some_and(|n| n.starts_with('s') && n[1..].parse::<u32>().is_ok()))
         .map(cluster_ip)
         .collect();
-    assert_eq!(vips.len(), 1000);
-    // Every node's nat table: each VIP jumps to a chain that spreads over
-    // exactly the ten endpoints.
+    assert_eq!(vips.len(), count);
+    vips
+}
+
+/// The VIPs (port 80) that `node`'s proxy does not send to exactly
+/// `endpoints`, read from what the mode programs: the nat table, or the
+/// pinned BPF maps.
+fn unprogrammed(mode: &str, node: &AgentHost, vips: &BTreeSet<String>, endpoints: &BTreeSet<String>) -> Vec<String> {
+    if mode == "iptables" {
+        return mismatches(&stdout(&node.run("iptables-save", &["-t", "nat"])), vips, endpoints);
+    }
+    let contents = match bpf_maps(node) {
+        Ok(contents) => contents,
+        Err(e) => return vec![e],
+    };
+    vips.iter()
+        .filter_map(|vip| {
+            let Some(backends) = contents.backends_of(&bpf_key(vip, 80)) else {
+                return Some(format!("{vip}: no service entry"));
+            };
+            let backends: BTreeSet<String> = backends.into_iter().map(|(ip, port)| format!("{ip}:{port}")).collect();
+            (&backends != endpoints).then(|| format!("{vip}: {backends:?}"))
+        })
+        .collect()
+}
+
+/// What `node`'s eBPF proxy has in its pinned service maps.
+fn bpf_maps(node: &AgentHost) -> Result<hawser_agent::proxy::ebpf::maps::Contents, String> {
+    let maps = hawser_agent::proxy::ebpf::maps::ProxyMaps::open(&node.bpf_pin_dir).map_err(|e| e.to_string())?;
+    maps.dump().map_err(|e| e.to_string())
+}
+
+/// The socket-side map key of `vip:port` over TCP.
+fn bpf_key(vip: &str, port: u16) -> hawser_ebpf_common::ServiceKey {
+    let ip: Ipv4Addr = vip.parse().unwrap();
+    hawser_ebpf_common::ServiceKey {
+        ip: u32::from(ip).to_be(),
+        port: port.to_be(),
+        proto: hawser_ebpf_common::IPPROTO_TCP,
+        origin: hawser_ebpf_common::ORIGIN_NODE,
+    }
+}
+
+fn a_thousand_services_of_ten_endpoints_are_programmed_as_wanted(mode: &str) {
+    let mut c = ProxyCluster::start(mode);
+    c.apply("many.yaml", &rc(Runtime::Process, "many", 10), &[]);
+    let pods = ready_pods(&c, "many", 10);
+    let endpoints: BTreeSet<String> = pods.iter().map(|p| format!("{}:8080", pod_ip(p))).collect();
+    let vips = create_services(&c, 1000, Some("many"));
+    // Every node: each VIP spreads over exactly the ten endpoints.
     for node in &c.nodes {
         let started = Instant::now();
         poll_until(Duration::from_secs(300), &format!("1000 services programmed on {}", node.name), || {
-            let saved = stdout(&node.run("iptables-save", &["-t", "nat"]));
-            let mismatch = mismatches(&saved, &vips, &endpoints);
+            let mismatch = unprogrammed(mode, node, &vips, &endpoints);
             mismatch.is_empty().then_some(()).or_else(|| {
                 eprintln!("{}: {} services not yet as wanted, e.g. {:?}", node.name, mismatch.len(), mismatch.first());
                 None
@@ -371,15 +446,71 @@ fn a_thousand_services_of_ten_endpoints_are_programmed_as_wanted(mode: &str) {
     // iptables-nft in batches of chains, then the top-level chains).
     let n1 = c.cluster.node_mut("n1");
     n1.kill9_agent();
-    stdout(&n1.run(hawser_tests::hawser_binary(), &["agent", "--cleanup"]));
+    let pins = n1.bpf_pin_dir.to_str().unwrap().to_string();
+    stdout(&n1.run(hawser_tests::hawser_binary(), &["agent", "--cleanup", "--bpf-pin-dir", &pins]));
     n1.restart_agent();
     let n1 = c.node("n1");
     let started = Instant::now();
     poll_until(Duration::from_secs(300), "1000 services programmed again on n1", || {
-        let saved = stdout(&n1.run("iptables-save", &["-t", "nat"]));
-        mismatches(&saved, &vips, &endpoints).is_empty().then_some(())
+        unprogrammed(mode, n1, &vips, &endpoints).is_empty().then_some(())
     });
     eprintln!("n1: programmed again from nothing after {:?}", started.elapsed());
+}
+
+/// At 10,000 services, changing one (a selector-less service given the
+/// selector of a deployed app) writes only that service's map entries:
+/// every entry that differs afterwards is one of its keys or a slot of its
+/// new backend list. (One node, and services without endpoints but the
+/// one, keep the control plane's part of the test short.)
+#[test]
+fn ebpf_one_change_at_ten_thousand_services_touches_only_its_own_map_entries() {
+    let c = ProxyCluster::start_nodes("ebpf", 1);
+    c.apply("many.yaml", &rc(Runtime::Process, "many", 2), &[]);
+    let pods = ready_pods(&c, "many", 2);
+    let endpoints: BTreeSet<String> = pods.iter().map(|p| format!("{}:8080", pod_ip(p))).collect();
+    c.apply("many-svc.yaml", &service("many", "many", 80, ""), &[]);
+    let started = Instant::now();
+    let vips = create_services(&c, 10_000, None);
+    eprintln!("n1: 10,000 services created in {:?}", started.elapsed());
+    let n1 = c.node("n1");
+    poll_until(Duration::from_secs(600), "10,000 services programmed on n1", || {
+        unprogrammed("ebpf", n1, &vips, &BTreeSet::new()).is_empty().then_some(())
+    });
+    eprintln!("n1: 10,000 services as wanted after {:?}", started.elapsed());
+    let before = bpf_maps(n1).unwrap();
+    let target = cluster_ip(&c.service("s4242"));
+    let target_ip = u32::from(target.parse::<Ipv4Addr>().unwrap()).to_be();
+    c.kubectl_ok(&["patch", "service", "s4242", "-p", r#"{"spec":{"selector":{"app":"many"}}}"#]);
+    poll_until(Duration::from_secs(60), "s4242 with the app's endpoints on n1", || {
+        let backends: BTreeSet<String> =
+            bpf_maps(n1).unwrap().backends_of(&bpf_key(&target, 80))?.into_iter().map(|(ip, port)| format!("{ip}:{port}")).collect();
+        (backends == endpoints).then_some(())
+    });
+    let after = bpf_maps(n1).unwrap();
+    // Services: only s4242's keys (its cluster IP, both origins) differ.
+    let changed_keys: Vec<_> = before
+        .services
+        .iter()
+        .filter(|(k, v)| after.services.get(k) != Some(v))
+        .map(|(k, _)| *k)
+        .chain(after.services.keys().filter(|k| !before.services.contains_key(k)).copied())
+        .collect();
+    assert!(!changed_keys.is_empty() && changed_keys.iter().all(|k| k.ip == target_ip), "service entries changed: {changed_keys:?}");
+    assert_eq!(before.services.len(), after.services.len());
+    let new_lists: BTreeSet<u32> = after.services.iter().filter(|(k, _)| k.ip == target_ip).map(|(_, v)| v.list).collect();
+    // Slots: only the new list's are written, none deleted or changed.
+    let added_slots: Vec<_> = after.slots.keys().filter(|k| !before.slots.contains_key(k)).collect();
+    assert!(!added_slots.is_empty() && added_slots.iter().all(|k| new_lists.contains(&k.list)), "slots written: {added_slots:?}");
+    assert!(before.slots.iter().all(|(k, v)| after.slots.get(k) == Some(v)), "an existing slot changed or went");
+    // Backends: the app's, already there for its own service.
+    assert_eq!(before.backends, after.backends);
+    eprintln!(
+        "n1: {} service entries and {} slots written; {} service entries and {} slots before",
+        changed_keys.len(),
+        added_slots.len(),
+        before.services.len(),
+        before.slots.len()
+    );
 }
 
 /// The VIPs whose rules in `saved` (iptables-save of nat) do not send
@@ -424,9 +555,11 @@ fn mismatches(saved: &str, vips: &BTreeSet<String>, endpoints: &BTreeSet<String>
 fn an_agent_restart_drops_no_connection_and_cleanup_leaves_nothing(mode: &str) {
     let mut c = ProxyCluster::start(mode);
     c.apply("web.yaml", &rc(Runtime::Process, "web", 3), &[]);
-    c.apply("web-svc.yaml", &service("web", "web", 80, ""), &[]);
+    c.apply("web-svc.yaml", &service("web", "web", 80, "  type: NodePort\n"), &[]);
     ready_pods(&c, "web", 3);
+    let vips = create_services(&c, 1000, Some("web"));
     let url = format!("http://{}:80/", cluster_ip(&c.service("web")));
+    let node_port_url = format!("http://{}:{}/", c.node("n1").ip, node_port(&c.service("web")));
     let n1 = c.node("n1");
     until_answers(
         || n1.run(test_server_binary(), &["fetch", &url, "--count", "30"]),
@@ -434,30 +567,43 @@ fn an_agent_restart_drops_no_connection_and_cleanup_leaves_nothing(mode: &str) {
         Duration::from_secs(30),
         |t| t.len() == 3,
     );
-    // A steady connect loop through the VIP while n1's agent is killed and
-    // started again.
-    let looping = n1
-        .ns
-        .command(test_server_binary())
-        .args(["loop", &url, "--seconds", "12"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the connect loop");
+    let endpoints: BTreeSet<String> = pods_of(&c, "web").iter().map(|p| format!("{}:8080", pod_ip(p))).collect();
+    poll_until(Duration::from_secs(120), "1000 more services programmed on n1", || {
+        unprogrammed(mode, n1, &vips, &endpoints).is_empty().then_some(())
+    });
+    // While n1's agent is killed and started again: a steady connect loop
+    // through the VIP from n1, and established streams through the VIP
+    // (from n1) and through n1's NodePort (from the client host).
+    let spawn = |ns: &Netns, args: &[&str]| {
+        ns.command(test_server_binary()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start a client")
+    };
+    let looping = spawn(&n1.ns, &["loop", &url, "--seconds", "12"]);
+    let vip_stream = spawn(&n1.ns, &["stream", &url, "--seconds", "12"]);
+    let node_port_stream = spawn(&c.client, &["stream", &node_port_url, "--seconds", "12"]);
     std::thread::sleep(Duration::from_secs(2));
     let n1 = c.cluster.node_mut("n1");
     n1.kill9_agent();
     std::thread::sleep(Duration::from_secs(1));
     n1.restart_agent();
-    let out = looping.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.trim().starts_with("ok ") && report.trim().ends_with(" failed 0"), "{report}");
+    for (what, child) in
+        [("connect loop", looping), ("stream through the VIP", vip_stream), ("stream through the NodePort", node_port_stream)]
+    {
+        let out = child.wait_with_output().unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{what}: {report}{}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("{what} across the agent restart: {}", report.trim());
+    }
 
-    // --cleanup: nothing of ours is left in any table.
+    // --cleanup: nothing of ours is left in any table or on the bpffs, and
+    // the VIP no longer leads anywhere.
+    let n1 = c.cluster.node_mut("n1");
     n1.kill9_agent();
-    let cleanup = n1.run(hawser_tests::hawser_binary(), &["agent", "--cleanup"]);
+    let pins = n1.bpf_pin_dir.to_str().unwrap().to_string();
+    let cleanup = n1.run(hawser_tests::hawser_binary(), &["agent", "--cleanup", "--bpf-pin-dir", &pins]);
     assert!(cleanup.status.success(), "{cleanup:?}");
     let saved = stdout(&n1.run("iptables-save", &[]));
     assert!(!saved.contains("HAWSER-"), "iptables-save after --cleanup:\n{saved}");
+    assert!(!n1.bpf_pin_dir.exists(), "{} after --cleanup", n1.bpf_pin_dir.display());
+    let after = n1.run(test_server_binary(), &["fetch", &url]);
+    assert!(!after.status.success(), "the VIP still answers after --cleanup: {}", stdout(&after));
 }

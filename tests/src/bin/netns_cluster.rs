@@ -63,6 +63,7 @@ fn serve(nodes: usize, state: &std::path::Path, agent_args: &[String]) -> Result
     for node in &cluster.nodes {
         resources.push(format!("netns {}", node.ns.name));
         resources.push(format!("cgroup {}", node.cgroup_root));
+        resources.push(format!("bpf {}", node.bpf_pin_dir.display()));
     }
     fs::write(state.join("resources"), resources.join("\n") + "\n")?;
     fs::copy(cluster.kubeconfig_path(), state.join("kubeconfig.yaml"))?;
@@ -92,6 +93,9 @@ fn cleanup(state: &std::path::Path) {
     // Pods first (their processes hold the pod namespaces), then the hosts.
     for name in listed.lines().filter_map(|l| l.strip_prefix("cgroup ")) {
         netns::remove_cgroup_tree(name);
+    }
+    for pins in listed.lines().filter_map(|l| l.strip_prefix("bpf ")) {
+        let _ = fs::remove_dir_all(pins);
     }
     for name in listed.lines().filter_map(|l| l.strip_prefix("netns ")) {
         let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
