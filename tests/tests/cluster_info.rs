@@ -93,6 +93,8 @@ fn hawser_up_prints_the_kubeconfig_export_line_once_ready() {
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", "127.0.0.1:6443", "--node-name", "n1", "--node-ip", "198.51.100.11", "--cgroup-root", &host.cgroup_root])
+        .arg("--bpf-pin-dir")
+        .arg(&host.bpf_pin_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())

@@ -224,7 +224,11 @@ fn local_traffic_policy_keeps_the_client_address_and_answers_health_checks(mode:
     assert_eq!(json["localEndpoints"], 1, "{healthy}");
     assert_eq!(json["service"], serde_json::json!({"namespace": "default", "name": "local"}));
     for node in c.nodes.iter().filter(|n| n.name != home) {
-        let out = c.client_run(&["fetch", &format!("http://{}:{hc}/healthz", node.ip)]);
+        // Each node starts its health server after its own sync.
+        let out = poll_until(Duration::from_secs(10), &format!("the health check port of {}", node.name), || {
+            let out = c.client_run(&["fetch", &format!("http://{}:{hc}/healthz", node.ip)]);
+            (!out.stdout.is_empty()).then_some(out)
+        });
         assert!(!out.status.success(), "503 from {}: {out:?}", node.name);
         assert!(String::from_utf8_lossy(&out.stdout).contains("\"localEndpoints\":0"), "{out:?}");
         // Nodes without a local endpoint do not forward outside traffic.
