@@ -124,7 +124,7 @@ enum Bench {
     /// one-change programming time, service create → VIP answering, and the
     /// data path (iperf3, new connections/s, latency) direct vs through the
     /// proxy, per service count. Flags go to the driver (`--modes
-    /// direct,iptables`, `--services 1,1000,10000`, `--endpoints 10`,
+    /// direct,iptables,ebpf`, `--services 1,1000,10000`, `--endpoints 10`,
     /// `--iptables-backend system|nft|legacy`, `--seconds`, ...); results
     /// under target/bench/proxy/.
     Proxy {
