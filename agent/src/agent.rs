@@ -70,6 +70,8 @@ pub struct AgentConfig {
     pub proxy_mode: ProxyMode,
     /// Where the eBPF proxy pins its programs and maps.
     pub bpf_pin_dir: PathBuf,
+    /// The eBPF proxy's NodePort backend choice: Maglev, else random.
+    pub maglev: bool,
     /// The iptables programs of the proxy and the pod network.
     pub iptables: crate::iptables::Backend,
     pub proxy_min_sync_period: std::time::Duration,
@@ -225,6 +227,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
             iptables: config.iptables,
             node_name: config.node_name.clone(),
             cluster_cidr: config.cluster_cidr,
+            maglev: config.maglev,
             min_sync_period: config.proxy_min_sync_period,
             sync_period: config.proxy_sync_period,
         },

@@ -12,8 +12,10 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 use hawser_agent::proxy::ebpf::datapath::{PROGRAMS, ensure_bpffs};
+use hawser_agent::proxy::ebpf::maglev;
 use hawser_ebpf_common::{
-    BACKEND_LOCAL, Backend, Config, IPPROTO_TCP, IPPROTO_UDP, ORIGIN_WIRE, SERVICE_EXTERNAL, Service, ServiceKey, SlotKey, maps,
+    BACKEND_LOCAL, Backend, Config, FlowKey, IPPROTO_TCP, IPPROTO_UDP, ORIGIN_WIRE, SERVICE_EXTERNAL, Service, ServiceKey, SlotKey,
+    maglev_flow_hash, maps,
 };
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -76,7 +78,7 @@ impl Loaded {
         slots.insert(SlotKey { list: 1, slot: 0 }, 1, 0).unwrap();
         let mut services: HashMap<&mut MapData, ServiceKey, Service> = self.ebpf.map_mut(maps::SERVICES).unwrap().try_into().unwrap();
         let key = ServiceKey { ip: be(NODE), port: NODE_PORT.to_be(), proto, origin: ORIGIN_WIRE };
-        let service = Service { id: 1, list: 1, count: 1, flags: SERVICE_EXTERNAL, affinity_timeout: 0, pad: 0 };
+        let service = Service { id: 1, list: 1, count: 1, flags: SERVICE_EXTERNAL, affinity_timeout: 0, maglev_size: 0 };
         services.insert(key, service, 0).unwrap();
     }
 
@@ -214,6 +216,15 @@ fn local_backend_dnat_and_reverse(proto: u8) {
     let (verdict, out) = bpf.run("nodeport_egress", &packet(proto, (LOCAL_BACKEND, BACKEND_PORT), (CLIENT, CLIENT_PORT), SYN | ACK));
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(tuple(&out), ((NODE, NODE_PORT), (CLIENT, CLIENT_PORT)));
+    // A later connection from the same client port straight to the pod
+    // (routed, no service) clears the stale reply entry, so the pod's
+    // answer to it leaves untouched.
+    if proto == IPPROTO_TCP {
+        let direct = packet(proto, (CLIENT, CLIENT_PORT), (LOCAL_BACKEND, BACKEND_PORT), SYN);
+        assert_eq!(bpf.run("nodeport_ingress", &direct).1, direct);
+        let answer = packet(proto, (LOCAL_BACKEND, BACKEND_PORT), (CLIENT, CLIENT_PORT), SYN | ACK);
+        assert_eq!(bpf.run("nodeport_egress", &answer).1, answer, "a direct connection's reply is not NATed");
+    }
     // Packets that are nobody's service pass untouched.
     let other = packet(proto, (CLIENT, CLIENT_PORT), (NODE, 22), SYN);
     let (verdict, out) = bpf.run("nodeport_ingress", &other);
@@ -253,4 +264,52 @@ fn tcp_to_a_remote_backend_is_dnatted_snatted_and_reverse_natted() {
 #[test]
 fn udp_to_a_remote_backend_is_dnatted_snatted_and_reverse_natted() {
     remote_backend_dnat_snat_and_reverse(IPPROTO_UDP);
+}
+
+/// With a Maglev table the tc program picks, for each connection, the
+/// backend the table's entry for the connection's hash names (the hash
+/// leaves out the node address, so any node picks the same).
+#[test]
+fn maglev_picks_the_backend_of_the_connections_table_entry() {
+    let Some(mut bpf) = load() else { return };
+    let backends: Vec<Backend> =
+        (1..=3).map(|i| Backend { ip: be(Ipv4Addr::new(10, 244, i, 7)), port: BACKEND_PORT.to_be(), flags: 0, pad: 0 }).collect();
+    let size = maglev::table_size(backends.len());
+    let table = maglev::table(&backends, size);
+    {
+        let mut map: HashMap<&mut MapData, u32, Backend> = bpf.ebpf.map_mut(maps::BACKENDS).unwrap().try_into().unwrap();
+        for (i, backend) in backends.iter().enumerate() {
+            map.insert(i as u32 + 1, backend, 0).unwrap();
+        }
+        let mut slots: HashMap<&mut MapData, SlotKey, u32> = bpf.ebpf.map_mut(maps::SLOTS).unwrap().try_into().unwrap();
+        for slot in 0..3 {
+            slots.insert(SlotKey { list: 1, slot }, slot + 1, 0).unwrap();
+        }
+        let mut entries: HashMap<&mut MapData, SlotKey, u32> = bpf.ebpf.map_mut(maps::MAGLEV).unwrap().try_into().unwrap();
+        for (index, chosen) in table.iter().enumerate() {
+            entries.insert(SlotKey { list: 1, slot: index as u32 }, *chosen as u32 + 1, 0).unwrap();
+        }
+        let mut services: HashMap<&mut MapData, ServiceKey, Service> = bpf.ebpf.map_mut(maps::SERVICES).unwrap().try_into().unwrap();
+        let key = ServiceKey { ip: be(NODE), port: NODE_PORT.to_be(), proto: IPPROTO_TCP, origin: ORIGIN_WIRE };
+        services
+            .insert(key, Service { id: 1, list: 1, count: 3, flags: SERVICE_EXTERNAL, affinity_timeout: 0, maglev_size: size }, 0)
+            .unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for client_port in 40000..40060u16 {
+        let (_, out) = bpf.run("nodeport_ingress", &packet(IPPROTO_TCP, (CLIENT, client_port), (NODE, NODE_PORT), SYN));
+        let (_, (backend, _)) = tuple(&out);
+        let flow = FlowKey {
+            src_ip: be(CLIENT),
+            dst_ip: be(Ipv4Addr::new(198, 51, 100, 99)),
+            src_port: client_port.to_be(),
+            dst_port: NODE_PORT.to_be(),
+            proto: IPPROTO_TCP,
+            pad: [0; 3],
+        };
+        let expected = backends[table[(maglev_flow_hash(&flow) % size) as usize]];
+        assert_eq!(be(backend), expected.ip, "client port {client_port}");
+        seen.insert(backend);
+    }
+    assert_eq!(seen.len(), 3, "60 connections spread over all three backends: {seen:?}");
 }

@@ -156,6 +156,11 @@ struct NodeArgs {
     /// kernel cannot run it) or `iptables`.
     #[arg(long, default_value = "ebpf", value_parser = ["ebpf", "iptables"])]
     proxy_mode: String,
+    /// How the eBPF proxy picks a backend for NodePort traffic from outside
+    /// the node: `random`, or `maglev` (consistent hashing: every node
+    /// sends a connection to the same backend).
+    #[arg(long, default_value = "random", value_parser = ["random", "maglev"])]
+    ebpf_lb_algorithm: String,
     /// Where the eBPF proxy pins its programs and maps (on a bpffs).
     #[arg(long, default_value = hawser_agent::proxy::ebpf::DEFAULT_PIN_DIR)]
     bpf_pin_dir: PathBuf,
@@ -228,6 +233,7 @@ impl NodeArgs {
             cgroup_root: self.cgroup_root.clone(),
             proxy_mode: self.proxy_mode.parse().map_err(anyhow::Error::msg)?,
             bpf_pin_dir: self.bpf_pin_dir.clone(),
+            maglev: self.ebpf_lb_algorithm == "maglev",
             iptables: self.iptables_backend,
             proxy_min_sync_period: self.proxy_min_sync_period,
             proxy_sync_period: self.proxy_sync_period,

@@ -64,6 +64,9 @@ pub struct ProxyConfig {
     /// Pod traffic (from inside this range) to a cluster IP is not
     /// masqueraded; everything else is.
     pub cluster_cidr: Ipv4Network,
+    /// eBPF mode: NodePort traffic from outside picks backends by Maglev
+    /// consistent hashing (`--ebpf-lb-algorithm maglev`), not at random.
+    pub maglev: bool,
     /// `--proxy-min-sync-period` (kube-proxy: 1 s).
     pub min_sync_period: Duration,
     /// `--proxy-sync-period`: the full resync (kube-proxy: 30 s).
@@ -101,7 +104,7 @@ pub trait Proxier: Send {
 /// The eBPF backend over `datapath` when one was loaded, else iptables.
 pub fn proxier(config: &ProxyConfig, datapath: Option<ebpf::DataPath>) -> Result<Box<dyn Proxier>, ProxyError> {
     Ok(match datapath {
-        Some(datapath) => Box::new(ebpf::EbpfProxier::new(datapath)?),
+        Some(datapath) => Box::new(ebpf::EbpfProxier::new(datapath, config.maglev)?),
         None => Box::new(iptables::IptablesProxier::new(config.iptables, config.cluster_cidr)),
     })
 }

@@ -24,6 +24,7 @@ pub mod maps {
     pub const SOCK_REVNAT: &str = "HAWSER_SOCKREV";
     pub const NETNS: &str = "HAWSER_NETNS";
     pub const CONFIG: &str = "HAWSER_CONFIG";
+    pub const MAGLEV: &str = "HAWSER_MAGLEV";
 
     /// `BPF_F_NO_PREALLOC`: the control-plane-sized hash maps take memory
     /// for the entries they hold, not for their maximum.
@@ -35,6 +36,9 @@ pub mod maps {
     /// deleted, so this leaves room for the largest list twice).
     pub const MAX_SLOTS: u32 = 1 << 20;
     pub const MAX_BACKENDS: u32 = 1 << 18;
+    /// Maglev lookup-table entries over all lists (a table has a prime
+    /// number of entries, at least 100 per backend).
+    pub const MAX_MAGLEV: u32 = 1 << 22;
     pub const MAX_AFFINITY: u32 = 1 << 16;
     /// NodePort connections tracked, both directions (an LRU: the kernel
     /// preallocates it, so its size is its memory).
@@ -91,14 +95,35 @@ pub struct Service {
     pub flags: u32,
     /// ClientIP affinity timeout, seconds.
     pub affinity_timeout: u32,
-    pub pad: u32,
+    /// Non-zero: the tc path picks backends by Maglev consistent hashing,
+    /// from the list's table of this (prime) size in [`maps::MAGLEV`].
+    pub maglev_size: u32,
 }
 
+/// A backend list's slot (`HAWSER_SLOTS`), or an entry of its Maglev
+/// table (`HAWSER_MAGLEV`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SlotKey {
     pub list: u32,
     pub slot: u32,
+}
+
+/// The Maglev hash of a connection: its source and destination port and
+/// protocol, not the node address it arrived at, so every node maps a
+/// client's connection to the same backend. Shared by the programs and the
+/// tests.
+#[inline(always)]
+pub fn maglev_flow_hash(flow: &FlowKey) -> u32 {
+    let mut hash: u32 = 0x9e37_79b9;
+    for word in [flow.src_ip, (u32::from(flow.src_port) << 16) | u32::from(flow.dst_port), u32::from(flow.proto)] {
+        hash ^= word;
+        hash = hash.wrapping_mul(0x85eb_ca6b);
+        hash ^= hash >> 13;
+        hash = hash.wrapping_mul(0xc2b2_ae35);
+        hash ^= hash >> 16;
+    }
+    hash
 }
 
 /// [`Backend::flags`]: the backend is a pod on this node.

@@ -1,10 +1,11 @@
 //! Choosing a backend for a service: ClientIP affinity first, then a random
-//! slot of the service's current backend list.
+//! slot of the service's current backend list, or (tc path, when the agent
+//! built one) the list's Maglev table.
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
-use hawser_ebpf_common::{Affinity, AffinityKey, Backend, SERVICE_AFFINITY, Service, ServiceKey, SlotKey};
+use hawser_ebpf_common::{Affinity, AffinityKey, Backend, FlowKey, SERVICE_AFFINITY, Service, ServiceKey, SlotKey, maglev_flow_hash};
 
-use crate::maps::{AFFINITY, BACKENDS, SERVICES, SLOTS};
+use crate::maps::{AFFINITY, BACKENDS, MAGLEV, SERVICES, SLOTS};
 
 /// The service entry for `key`, if it is a service address.
 #[inline(always)]
@@ -49,6 +50,21 @@ pub fn select(service: &Service, client: u64) -> Option<(u32, Backend)> {
         let _ = AFFINITY.insert(&key, &Affinity { backend: id, pad: 0, last_used_ns: now }, 0);
     }
     Some((id, chosen))
+}
+
+/// A backend of `service` for the connection `flow` by Maglev consistent
+/// hashing: the same connection maps to the same backend on every node,
+/// and a backend change moves few connections. ClientIP affinity, when
+/// set, still comes first.
+#[inline(always)]
+pub fn select_for_flow(service: &Service, flow: &FlowKey) -> Option<(u32, Backend)> {
+    if service.maglev_size == 0 || service.flags & SERVICE_AFFINITY != 0 || service.count == 0 {
+        return select(service, u64::from(flow.src_ip));
+    }
+    let slot = maglev_flow_hash(flow) % service.maglev_size;
+    // SAFETY: copied at once from a BPF_F_NO_PREALLOC map.
+    let id = unsafe { MAGLEV.get(&SlotKey { list: service.list, slot }) }.copied()?;
+    Some((id, backend(id)?))
 }
 
 #[inline(always)]

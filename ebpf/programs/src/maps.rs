@@ -13,6 +13,10 @@ pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::pinned(MAX_SERVICES
 #[map(name = "HAWSER_SLOTS")]
 pub static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, NO_PREALLOC);
 
+/// Maglev tables, per backend list: (list, index) → backend id.
+#[map(name = "HAWSER_MAGLEV")]
+pub static MAGLEV: HashMap<SlotKey, u32> = HashMap::pinned(MAX_MAGLEV, NO_PREALLOC);
+
 #[map(name = "HAWSER_BACKENDS")]
 pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, NO_PREALLOC);
 

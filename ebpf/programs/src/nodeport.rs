@@ -49,9 +49,15 @@ pub fn nodeport_ingress(mut ctx: TcContext) -> i32 {
     }
     let flow = &packet.flow;
     let Some(service) = lb::service(&ServiceKey { ip: flow.dst_ip, port: flow.dst_port, proto: flow.proto, origin: ORIGIN_WIRE }) else {
+        if new_connection {
+            // A connection straight to a pod that reuses the tuple of an
+            // earlier NodePort connection's reply: that entry is stale and
+            // would rewrite this connection's replies on their way out.
+            let _ = FLOWS.remove(&reversed(flow));
+        }
         return NEXT;
     };
-    let Some((_, backend)) = lb::select(&service, u64::from(flow.src_ip)) else {
+    let Some((_, backend)) = lb::select_for_flow(&service, flow) else {
         // No endpoints: with policy Local the node has none to offer and the
         // packet is dropped, as kube-proxy does; otherwise the stack answers
         // (a NodePort nobody listens on gets a TCP reset or an ICMP port
@@ -98,6 +104,10 @@ pub fn nodeport_egress(mut ctx: TcContext) -> i32 {
     let Some(packet) = packet::parse(&ctx) else {
         return NEXT;
     };
+    // A SYN leaving is a new connection from this node, never a reply.
+    if packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return NEXT;
+    }
     // SAFETY: copied at once.
     match unsafe { FLOWS.get(&packet.flow) }.copied() {
         Some(nat) if nat.flags & FLOW_REDIRECT == 0 => translate(&mut ctx, &packet, &nat),
@@ -111,6 +121,12 @@ fn translate(ctx: &mut TcContext, packet: &Packet, nat: &FlowNat) -> i32 {
         return DROP;
     }
     if nat.flags & FLOW_REDIRECT != 0 { redirect(ctx, nat) } else { PASS }
+}
+
+/// The tuple of `flow`'s replies.
+#[inline(always)]
+fn reversed(flow: &FlowKey) -> FlowKey {
+    FlowKey { src_ip: flow.dst_ip, src_port: flow.dst_port, dst_ip: flow.src_ip, dst_port: flow.src_port, proto: flow.proto, pad: [0; 3] }
 }
 
 /// Drops both directions of a tracked connection.

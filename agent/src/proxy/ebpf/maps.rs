@@ -15,11 +15,12 @@ pub enum MapsError {
 }
 
 /// The maps the control side writes: services, backend slots, backends,
-/// and the node facts.
+/// Maglev tables, and the node facts.
 pub struct ProxyMaps {
     pub services: HashMap<MapData, ServiceKey, Service>,
     pub slots: HashMap<MapData, SlotKey, u32>,
     pub backends: HashMap<MapData, u32, Backend>,
+    pub maglev: HashMap<MapData, SlotKey, u32>,
     pub config: Array<MapData, Config>,
 }
 
@@ -43,6 +44,7 @@ impl ProxyMaps {
             services: open(pin_dir, maps::SERVICES)?,
             slots: open(pin_dir, maps::SLOTS)?,
             backends: open(pin_dir, maps::BACKENDS)?,
+            maglev: open(pin_dir, maps::MAGLEV)?,
             config: open(pin_dir, maps::CONFIG)?,
         })
     }
@@ -55,6 +57,7 @@ impl ProxyMaps {
             services: self.services.iter().collect::<Result<_, _>>().map_err(|e| read(maps::SERVICES, e))?,
             slots: self.slots.iter().collect::<Result<_, _>>().map_err(|e| read(maps::SLOTS, e))?,
             backends: self.backends.iter().collect::<Result<_, _>>().map_err(|e| read(maps::BACKENDS, e))?,
+            maglev: self.maglev.iter().collect::<Result<_, _>>().map_err(|e| read(maps::MAGLEV, e))?,
         })
     }
 }
@@ -65,6 +68,7 @@ pub struct Contents {
     pub services: std::collections::BTreeMap<ServiceKey, Service>,
     pub slots: std::collections::BTreeMap<SlotKey, u32>,
     pub backends: std::collections::BTreeMap<u32, Backend>,
+    pub maglev: std::collections::BTreeMap<SlotKey, u32>,
 }
 
 impl Contents {

@@ -6,6 +6,7 @@
 //! - [`datapath`]: load, attach and pin; take over from a previous agent.
 //! - [`maps`]: the pinned maps, opened by path.
 //! - [`table`]: desired state → the map writes that differ, in a safe order.
+//! - [`maglev`]: Maglev lookup tables for NodePorts (`--ebpf-lb-algorithm maglev`).
 //! - [`scope`]: which network namespaces' sockets this agent balances.
 //!
 //! A sync costs only the map entries of the services that changed, so it
@@ -13,6 +14,7 @@
 //! hash lookup per `connect()` (not per packet) whatever the count.
 
 pub mod datapath;
+pub mod maglev;
 pub mod maps;
 pub mod scope;
 pub mod table;
@@ -32,7 +34,9 @@ pub struct EbpfProxier {
 impl EbpfProxier {
     /// Takes over what the maps hold (a restarted agent's predecessor's
     /// work), so the first sync writes only what changed meanwhile.
-    pub fn new(datapath: DataPath) -> Result<Self, ProxyError> {
+    /// `maglev`: NodePorts reached from outside pick backends by Maglev
+    /// consistent hashing instead of at random.
+    pub fn new(datapath: DataPath, maglev: bool) -> Result<Self, ProxyError> {
         let contents = datapath.maps.dump().map_err(|e| ProxyError::Ebpf(e.to_string()))?;
         tracing::info!(
             services = contents.services.len(),
@@ -41,7 +45,7 @@ impl EbpfProxier {
             underlay = datapath.underlay,
             "eBPF proxy: taking over the pinned maps"
         );
-        Ok(Self { table: Table::from_contents(contents), datapath })
+        Ok(Self { table: Table::from_contents(contents, maglev), datapath })
     }
 }
 

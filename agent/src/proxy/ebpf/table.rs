@@ -8,6 +8,7 @@
 //! flipped to the new list, then the old list's slots and unused backends
 //! deleted. A list is never rewritten in place.
 
+use super::maglev;
 use super::maps::{Contents, MapsError, ProxyMaps};
 use crate::proxy::state::{Endpoint, Protocol, ProxyState, ServicePort};
 use crate::proxy::{Changes, state::ServicePortName};
@@ -27,6 +28,8 @@ pub trait MapWriter {
     fn remove_slot(&mut self, key: &SlotKey) -> Result<(), MapsError>;
     fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapsError>;
     fn remove_backend(&mut self, id: u32) -> Result<(), MapsError>;
+    fn set_maglev(&mut self, key: &SlotKey, backend: u32) -> Result<(), MapsError>;
+    fn remove_maglev(&mut self, key: &SlotKey) -> Result<(), MapsError>;
 }
 
 fn update(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
@@ -52,6 +55,12 @@ impl MapWriter for ProxyMaps {
     fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
         self.backends.remove(&id).map_err(update("deleting", maps::BACKENDS))
     }
+    fn set_maglev(&mut self, key: &SlotKey, backend: u32) -> Result<(), MapsError> {
+        self.maglev.insert(key, backend, 0).map_err(update("writing", maps::MAGLEV))
+    }
+    fn remove_maglev(&mut self, key: &SlotKey) -> Result<(), MapsError> {
+        self.maglev.remove(key).map_err(update("deleting", maps::MAGLEV))
+    }
 }
 
 /// One service key as the desired state wants it.
@@ -62,10 +71,13 @@ struct WantedKey {
     flags: u32,
     affinity_timeout: u32,
     backends: Vec<Backend>,
+    /// The Maglev table size its list needs (0: none).
+    maglev_size: u32,
 }
 
-/// The service keys `port` needs on a node with addresses `node_ips`.
-fn wanted_keys(port: &ServicePort, node_ips: &[Ipv4Addr], owner: &ObjectKey, out: &mut BTreeMap<ServiceKey, WantedKey>) {
+/// The service keys `port` needs on a node with addresses `node_ips`;
+/// `maglev`: the NodePort keys for outside traffic get Maglev tables.
+fn wanted_keys(port: &ServicePort, node_ips: &[Ipv4Addr], maglev: bool, owner: &ObjectKey, out: &mut BTreeMap<ServiceKey, WantedKey>) {
     let proto = match port.name.protocol {
         Protocol::Tcp => IPPROTO_TCP,
         Protocol::Udp => IPPROTO_UDP,
@@ -78,8 +90,11 @@ fn wanted_keys(port: &ServicePort, node_ips: &[Ipv4Addr], owner: &ObjectKey, out
     };
     let mut add = |ip: Ipv4Addr, service_port: u16, origin: u8, flags: u32, endpoints: Vec<&Endpoint>| {
         let key = ServiceKey { ip: u32::from(ip).to_be(), port: service_port.to_be(), proto, origin };
-        let backends = endpoints.iter().map(|e| backend(e)).collect();
-        let wanted = WantedKey { owner: owner.clone(), port: port.name.clone(), flags: flags | affinity, affinity_timeout, backends };
+        let backends: Vec<Backend> = endpoints.iter().map(|e| backend(e)).collect();
+        let maglev_size =
+            if maglev && origin == ORIGIN_WIRE && flags & SERVICE_NODE_PORT != 0 { maglev::table_size(backends.len()) } else { 0 };
+        let flags = (flags & !SERVICE_NODE_PORT) | affinity;
+        let wanted = WantedKey { owner: owner.clone(), port: port.name.clone(), flags, affinity_timeout, backends, maglev_size };
         out.insert(key, wanted);
     };
     add(port.cluster_ip, port.port, ORIGIN_NODE, 0, port.internal_endpoints());
@@ -87,7 +102,7 @@ fn wanted_keys(port: &ServicePort, node_ips: &[Ipv4Addr], owner: &ObjectKey, out
     // PREROUTING rules take it: any endpoint.
     add(port.cluster_ip, port.port, ORIGIN_WIRE, SERVICE_EXTERNAL, port.cluster_endpoints());
     if let Some(node_port) = port.node_port {
-        let wire_flags = SERVICE_EXTERNAL | if port.external_local { SERVICE_LOCAL_ONLY } else { 0 };
+        let wire_flags = SERVICE_EXTERNAL | SERVICE_NODE_PORT | if port.external_local { SERVICE_LOCAL_ONLY } else { 0 };
         for &ip in node_ips {
             // The node's own connections to its NodePort go to any endpoint
             // whatever the external policy (kube-proxy does the same).
@@ -96,6 +111,9 @@ fn wanted_keys(port: &ServicePort, node_ips: &[Ipv4Addr], owner: &ObjectKey, out
         }
     }
 }
+
+/// Marks a NodePort key inside [`wanted_keys`] only (never written).
+const SERVICE_NODE_PORT: u32 = 1 << 31;
 
 fn backend(endpoint: &Endpoint) -> Backend {
     Backend {
@@ -115,6 +133,12 @@ pub struct Table {
     /// the first (full) sync claims or deletes them.
     keys_of: HashMap<ObjectKey, BTreeSet<ServiceKey>>,
     lists: HashMap<u32, Vec<u32>>,
+    /// Maglev table sizes of the lists that have one.
+    maglev_sizes: HashMap<u32, u32>,
+    /// Complete lists by content (backends, Maglev table size).
+    by_content: HashMap<(Vec<Backend>, u32), u32>,
+    /// Whether NodePort lists for outside traffic get Maglev tables.
+    maglev: bool,
     /// Service keys per list.
     list_refs: HashMap<u32, usize>,
     backends: HashMap<u32, Backend>,
@@ -136,6 +160,9 @@ impl Default for Table {
             services: BTreeMap::new(),
             keys_of: HashMap::new(),
             lists: HashMap::new(),
+            maglev_sizes: HashMap::new(),
+            by_content: HashMap::new(),
+            maglev: false,
             list_refs: HashMap::new(),
             backends: HashMap::new(),
             backend_ids: HashMap::new(),
@@ -155,10 +182,20 @@ pub struct SyncCounts {
 }
 
 impl Table {
+    /// The table of empty maps; `maglev`: NodePort backend lists for
+    /// outside traffic get Maglev tables.
+    pub fn new(maglev: bool) -> Self {
+        Table { maglev, ..Table::default() }
+    }
+
     /// The table of maps that already hold `contents` (a restarted agent
     /// takes over from its predecessor's maps instead of rewriting them).
-    pub fn from_contents(contents: Contents) -> Self {
-        let mut table = Table::default();
+    pub fn from_contents(contents: Contents, maglev: bool) -> Self {
+        let mut table = Table::new(maglev);
+        for key in contents.maglev.keys() {
+            let size = table.maglev_sizes.entry(key.list).or_default();
+            *size = (*size).max(key.slot + 1);
+        }
         let mut lists: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
         for (slot, backend) in &contents.slots {
             lists.entry(slot.list).or_default().push((slot.slot, *backend));
@@ -177,6 +214,13 @@ impl Table {
         }
         for service in contents.services.values() {
             *table.list_refs.entry(service.list).or_default() += 1;
+        }
+        let lists: Vec<u32> = table.lists.keys().copied().collect();
+        for list in lists {
+            let content = (table.list_backends(list), table.maglev_size(list));
+            if content.0.len() == table.lists[&list].len() {
+                table.by_content.insert(content, list);
+            }
         }
         table.next_list = table.lists.keys().max().map_or(1, |max| max + 1);
         table.next_backend = table.backends.keys().max().map_or(1, |max| max + 1);
@@ -197,7 +241,7 @@ impl Table {
         let owners: Vec<&ObjectKey> = if changes.full { state.services.keys().collect() } else { changes.services.iter().collect() };
         for owner in &owners {
             for port in state.service(owner) {
-                wanted_keys(port, node_ips, owner, &mut wanted);
+                wanted_keys(port, node_ips, self.maglev, owner, &mut wanted);
             }
         }
         let stale: Vec<ServiceKey> = if changes.full {
@@ -215,28 +259,29 @@ impl Table {
         }
         let mut counts = SyncCounts::default();
         let mut retired_lists = BTreeSet::new();
-        // Lists written by this sync per service port: its keys with the
-        // same backends share one.
-        let mut fresh: HashMap<(&ServicePortName, &[Backend]), u32> = HashMap::new();
         for (key, want) in &wanted {
             let old = self.services.get(key).copied();
             let list = match old {
-                Some(old) if self.list_backends(old.list) == want.backends => old.list,
-                _ => match fresh.get(&(&want.port, want.backends.as_slice())) {
+                Some(old) if self.list_backends(old.list) == want.backends && self.maglev_size(old.list) == want.maglev_size => old.list,
+                // Lists are never changed once written, so keys wanting the
+                // same backends (and Maglev table) share one.
+                _ => match self.by_content.get(&(want.backends.clone(), want.maglev_size)) {
                     Some(list) => *list,
-                    None => {
-                        let list = self.write_list(maps, &want.backends, &mut counts)?;
-                        fresh.insert((&want.port, want.backends.as_slice()), list);
-                        list
-                    }
+                    None => self.write_list(maps, &want.backends, want.maglev_size, &mut counts)?,
                 },
             };
             let id = *ids.entry(&want.port).or_insert_with(|| {
                 self.next_service += 1;
                 self.next_service - 1
             });
-            let value =
-                Service { id, list, count: want.backends.len() as u32, flags: want.flags, affinity_timeout: want.affinity_timeout, pad: 0 };
+            let value = Service {
+                id,
+                list,
+                count: want.backends.len() as u32,
+                flags: want.flags,
+                affinity_timeout: want.affinity_timeout,
+                maglev_size: self.maglev_size(list),
+            };
             if old != Some(value) {
                 maps.set_service(key, &value)?;
                 counts.written += 1;
@@ -294,8 +339,17 @@ impl Table {
 
     /// Deletes the slots of `lists`, then the backends only they used.
     fn delete_lists(&mut self, maps: &mut dyn MapWriter, lists: BTreeSet<u32>, counts: &mut SyncCounts) -> Result<(), MapsError> {
-        for list in lists.into_iter().filter(|list| *list != EMPTY_LIST) {
+        // A list released earlier in the sync may have been taken up again.
+        for list in lists.into_iter().filter(|list| *list != EMPTY_LIST && !self.list_refs.contains_key(list)) {
             let Some(backends) = self.lists.get(&list).cloned() else { continue };
+            let content = (self.list_backends(list), self.maglev_size(list));
+            if self.by_content.get(&content) == Some(&list) {
+                self.by_content.remove(&content);
+            }
+            for index in 0..self.maglev_sizes.remove(&list).unwrap_or(0) {
+                maps.remove_maglev(&SlotKey { list, slot: index })?;
+                counts.deleted += 1;
+            }
             for (slot, id) in backends.iter().enumerate() {
                 maps.remove_slot(&SlotKey { list, slot: slot as u32 })?;
                 counts.deleted += 1;
@@ -315,6 +369,10 @@ impl Table {
         Ok(())
     }
 
+    fn maglev_size(&self, list: u32) -> u32 {
+        self.maglev_sizes.get(&list).copied().unwrap_or(0)
+    }
+
     fn list_backends(&self, list: u32) -> Vec<Backend> {
         if list == EMPTY_LIST {
             return Vec::new();
@@ -322,8 +380,15 @@ impl Table {
         self.lists.get(&list).map(|ids| ids.iter().filter_map(|id| self.backends.get(id).copied()).collect()).unwrap_or_default()
     }
 
-    /// Writes a new list of `backends` (and any backend not yet known).
-    fn write_list(&mut self, maps: &mut dyn MapWriter, backends: &[Backend], counts: &mut SyncCounts) -> Result<u32, MapsError> {
+    /// Writes a new list of `backends` (and any backend not yet known),
+    /// with a Maglev table of `maglev_size` entries unless that is 0.
+    fn write_list(
+        &mut self,
+        maps: &mut dyn MapWriter,
+        backends: &[Backend],
+        maglev_size: u32,
+        counts: &mut SyncCounts,
+    ) -> Result<u32, MapsError> {
         if backends.is_empty() {
             return Ok(EMPTY_LIST);
         }
@@ -352,6 +417,15 @@ impl Table {
             *self.backend_refs.entry(id).or_default() += 1;
             self.lists.get_mut(&list).expect("inserted above").push(id);
         }
+        if maglev_size > 0 {
+            self.maglev_sizes.insert(list, maglev_size);
+            let ids = self.lists[&list].clone();
+            for (index, chosen) in maglev::table(backends, maglev_size).into_iter().enumerate() {
+                maps.set_maglev(&SlotKey { list, slot: index as u32 }, ids[chosen])?;
+                counts.written += 1;
+            }
+        }
+        self.by_content.insert((backends.to_vec(), maglev_size), list);
         Ok(list)
     }
 }
@@ -378,6 +452,14 @@ mod tests {
                     let id =
                         id.unwrap_or_else(|| panic!("{key:?} → list {} slot {slot} missing after {:?}", service.list, self.ops.last()));
                     assert!(self.contents.backends.contains_key(id), "{key:?} → backend {id} missing after {:?}", self.ops.last());
+                }
+                for index in 0..service.maglev_size {
+                    let id = self.contents.maglev.get(&SlotKey { list: service.list, slot: index });
+                    assert!(
+                        id.is_some_and(|id| self.contents.backends.contains_key(id)),
+                        "{key:?} → Maglev entry {index} after {:?}",
+                        self.ops.last()
+                    );
                 }
             }
         }
@@ -415,6 +497,16 @@ mod tests {
         fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
             self.ops.push(format!("-backend {id}"));
             self.contents.backends.remove(&id);
+            self.check();
+            Ok(())
+        }
+        fn set_maglev(&mut self, key: &SlotKey, backend: u32) -> Result<(), MapsError> {
+            self.ops.push(format!("maglev {}/{}", key.list, key.slot));
+            self.contents.maglev.insert(*key, backend);
+            Ok(())
+        }
+        fn remove_maglev(&mut self, key: &SlotKey) -> Result<(), MapsError> {
+            self.contents.maglev.remove(key);
             self.check();
             Ok(())
         }
@@ -500,7 +592,7 @@ mod tests {
         let (mut table, mut maps) = (Table::default(), Recorder::default());
         let wanted = state(&[("a", 1, vec![endpoint(1), endpoint(2)]), ("b", 2, vec![endpoint(2)]), ("c", 3, vec![])]);
         table.sync(&mut maps, &wanted, &full(), &[Ipv4Addr::new(198, 51, 100, 11)]).unwrap();
-        let mut restarted = Table::from_contents(maps.contents.clone());
+        let mut restarted = Table::from_contents(maps.contents.clone(), false);
         maps.ops.clear();
         restarted.sync(&mut maps, &wanted, &full(), &[Ipv4Addr::new(198, 51, 100, 11)]).unwrap();
         assert_eq!(maps.ops, Vec::<String>::new());
@@ -536,5 +628,34 @@ mod tests {
             assert_eq!(maps.contents.backends_of(&key(ORIGIN_WIRE)).unwrap(), vec![(Ipv4Addr::new(10, 244, 0, 1), 8080)]);
             assert_ne!(maps.contents.services[&key(ORIGIN_WIRE)].flags & SERVICE_LOCAL_ONLY, 0);
         }
+    }
+
+    #[test]
+    fn with_maglev_node_ports_from_outside_get_a_complete_table_per_list() {
+        let (mut table, mut maps) = (Table::new(true), Recorder::default());
+        let mut port = ServicePort::for_test("np", "http", Protocol::Tcp, Ipv4Addr::new(10, 96, 0, 9), 80, vec![endpoint(1), endpoint(2)]);
+        port.node_port = Some(30080);
+        let mut wanted = ProxyState::default();
+        wanted.set(ObjectKey::new("default", "np"), vec![port.clone()]);
+        let node = [Ipv4Addr::new(198, 51, 100, 11)];
+        table.sync(&mut maps, &wanted, &full(), &node).unwrap();
+        let wire = ServiceKey { ip: u32::from(node[0]).to_be(), port: 30080u16.to_be(), proto: IPPROTO_TCP, origin: ORIGIN_WIRE };
+        let service = maps.contents.services[&wire];
+        assert_eq!(service.maglev_size, 211);
+        assert_eq!(maps.contents.maglev.len(), 211);
+        // Only that key has a table; the cluster IP and the node's own keys do not.
+        assert_eq!(maps.contents.services.values().filter(|s| s.maglev_size > 0).count(), 1);
+        // A third endpoint: a new list with a new table (checked complete at
+        // every write by the recorder), the old table gone.
+        port.endpoints.push(endpoint(3));
+        wanted.set(ObjectKey::new("default", "np"), vec![port]);
+        table.sync(&mut maps, &wanted, &only("np"), &node).unwrap();
+        assert_eq!(maps.contents.services[&wire].maglev_size, 307);
+        assert_eq!(maps.contents.maglev.len(), 307);
+        // And a restarted agent adopts the table as it is.
+        let mut restarted = Table::from_contents(maps.contents.clone(), true);
+        maps.ops.clear();
+        restarted.sync(&mut maps, &wanted, &full(), &node).unwrap();
+        assert_eq!(maps.ops, Vec::<String>::new());
     }
 }
