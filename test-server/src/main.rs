@@ -40,8 +40,10 @@
 //!   generator (`cargo xtask bench proxy`). C threads each open a new
 //!   connection, `GET` URL and read the answer to its end, one after
 //!   another, for S seconds (a closed loop: the rate is what the path
-//!   sustains). Prints one line, `connections N failed M seconds T
-//!   per_second R p50_us A p99_us B max_us C`, with the latency of each
+//!   sustains), ending each with a reset once the answer is read, so no
+//!   TIME_WAIT is left at the server to meet the next measurement. Prints
+//!   one line, `connections N failed M seconds T per_second R p50_us A
+//!   p99_us B max_us C`, with the latency of each
 //!   successful connection from `connect` to the end of the answer
 //!   (nearest-rank percentiles); exits 1 if none succeeded.
 //!
@@ -322,7 +324,7 @@ fn bench_command(args: &[String]) {
                 let (mut latencies, mut failed, mut first_error) = (Vec::<u64>::new(), 0u64, None::<String>);
                 while Instant::now() < deadline {
                     let began = Instant::now();
-                    match fetch(&url) {
+                    match fetch_with(&url, true) {
                         Ok((200..=299, _)) => latencies.push(began.elapsed().as_micros() as u64),
                         Ok((status, _)) => {
                             failed += 1;
@@ -399,6 +401,17 @@ fn udp_command(args: &[String]) {
 
 /// `GET url` with HTTP/1.0; (status, body).
 fn fetch(url: &str) -> Result<(u16, String), String> {
+    fetch_with(url, false)
+}
+
+/// [`fetch`], ending the connection with a reset once the whole answer is
+/// read when `reset` (the load generator): the server then keeps no
+/// TIME_WAIT entry for the client's address and port. Otherwise a later
+/// measurement that reuses the client's ports toward the same pod under
+/// another destination address (a NodePort DNAT keeps the client's
+/// address) meets those entries with sequence numbers and timestamps
+/// chosen for the other destination, and some connects stall.
+fn fetch_with(url: &str, reset: bool) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or("only http://IP:PORT/PATH")?;
     let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let addr: SocketAddr = authority.parse().map_err(|e| format!("{authority}: {e} (an IP:PORT is needed)"))?;
@@ -407,7 +420,30 @@ fn fetch(url: &str) -> Result<(u16, String), String> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    if reset {
+        linger_zero(&stream);
+    }
     let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end in the answer")?;
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status in the answer")?;
     Ok((status, body.to_string()))
+}
+
+/// `SO_LINGER` with a zero timeout: closing sends a reset (std has no
+/// stable `set_linger`; this crate uses no libc crate, the symbol is the C
+/// library's that std links anyway).
+fn linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Linger {
+        onoff: i32,
+        linger: i32,
+    }
+    unsafe extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const Linger, len: u32) -> i32;
+    }
+    const SOL_SOCKET: i32 = 1;
+    const SO_LINGER: i32 = 13;
+    let linger = Linger { onoff: 1, linger: 0 };
+    // SAFETY: setsockopt(2) on an open socket with a value of the size given.
+    unsafe { setsockopt(stream.as_raw_fd(), SOL_SOCKET, SO_LINGER, &linger, std::mem::size_of::<Linger>() as u32) };
 }

@@ -63,11 +63,12 @@ impl MapWriter for ProxyMaps {
     }
 }
 
-/// One service key as the desired state wants it.
+/// One service key as the desired state wants it (borrowing the state:
+/// a full sync at 10,000 services builds 20,000 of these).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct WantedKey {
-    owner: ObjectKey,
-    port: ServicePortName,
+struct WantedKey<'a> {
+    owner: &'a ObjectKey,
+    port: &'a ServicePortName,
     flags: u32,
     affinity_timeout: u32,
     backends: Vec<Backend>,
@@ -77,7 +78,13 @@ struct WantedKey {
 
 /// The service keys `port` needs on a node with addresses `node_ips`;
 /// `maglev`: the NodePort keys for outside traffic get Maglev tables.
-fn wanted_keys(port: &ServicePort, node_ips: &[Ipv4Addr], maglev: bool, owner: &ObjectKey, out: &mut BTreeMap<ServiceKey, WantedKey>) {
+fn wanted_keys<'a>(
+    port: &'a ServicePort,
+    node_ips: &[Ipv4Addr],
+    maglev: bool,
+    owner: &'a ObjectKey,
+    out: &mut BTreeMap<ServiceKey, WantedKey<'a>>,
+) {
     let proto = match port.name.protocol {
         Protocol::Tcp => IPPROTO_TCP,
         Protocol::Udp => IPPROTO_UDP,
@@ -94,7 +101,7 @@ fn wanted_keys(port: &ServicePort, node_ips: &[Ipv4Addr], maglev: bool, owner: &
         let maglev_size =
             if maglev && origin == ORIGIN_WIRE && flags & SERVICE_NODE_PORT != 0 { maglev::table_size(backends.len()) } else { 0 };
         let flags = (flags & !SERVICE_NODE_PORT) | affinity;
-        let wanted = WantedKey { owner: owner.clone(), port: port.name.clone(), flags, affinity_timeout, backends, maglev_size };
+        let wanted = WantedKey { owner, port: &port.name, flags, affinity_timeout, backends, maglev_size };
         out.insert(key, wanted);
     };
     add(port.cluster_ip, port.port, ORIGIN_NODE, 0, port.internal_endpoints());
@@ -239,7 +246,7 @@ impl Table {
     ) -> Result<SyncCounts, MapsError> {
         let mut wanted = BTreeMap::new();
         let owners: Vec<&ObjectKey> = if changes.full { state.services.keys().collect() } else { changes.services.iter().collect() };
-        for owner in &owners {
+        for &owner in &owners {
             for port in state.service(owner) {
                 wanted_keys(port, node_ips, self.maglev, owner, &mut wanted);
             }
@@ -254,7 +261,7 @@ impl Table {
         let mut ids: HashMap<&ServicePortName, u32> = HashMap::new();
         for (key, want) in &wanted {
             if let Some(old) = self.services.get(key) {
-                ids.entry(&want.port).or_insert(old.id);
+                ids.entry(want.port).or_insert(old.id);
             }
         }
         let mut counts = SyncCounts::default();
@@ -262,7 +269,7 @@ impl Table {
         for (key, want) in &wanted {
             let old = self.services.get(key).copied();
             let list = match old {
-                Some(old) if self.list_backends(old.list) == want.backends && self.maglev_size(old.list) == want.maglev_size => old.list,
+                Some(old) if self.list_is(old.list, &want.backends) && self.maglev_size(old.list) == want.maglev_size => old.list,
                 // Lists are never changed once written, so keys wanting the
                 // same backends (and Maglev table) share one.
                 _ => match self.by_content.get(&(want.backends.clone(), want.maglev_size)) {
@@ -270,7 +277,7 @@ impl Table {
                     None => self.write_list(maps, &want.backends, want.maglev_size, &mut counts)?,
                 },
             };
-            let id = *ids.entry(&want.port).or_insert_with(|| {
+            let id = *ids.entry(want.port).or_insert_with(|| {
                 self.next_service += 1;
                 self.next_service - 1
             });
@@ -291,7 +298,14 @@ impl Table {
                     self.release_list(old.list, &mut retired_lists);
                 }
             }
-            self.keys_of.entry(want.owner.clone()).or_default().insert(*key);
+            match self.keys_of.get_mut(want.owner) {
+                Some(keys) => {
+                    keys.insert(*key);
+                }
+                None => {
+                    self.keys_of.insert(want.owner.clone(), BTreeSet::from([*key]));
+                }
+            }
         }
         for key in stale {
             maps.remove_service(&key)?;
@@ -371,6 +385,16 @@ impl Table {
 
     fn maglev_size(&self, list: u32) -> u32 {
         self.maglev_sizes.get(&list).copied().unwrap_or(0)
+    }
+
+    /// Whether `list` holds exactly `backends`, in order.
+    fn list_is(&self, list: u32, backends: &[Backend]) -> bool {
+        if list == EMPTY_LIST {
+            return backends.is_empty();
+        }
+        self.lists
+            .get(&list)
+            .is_some_and(|ids| ids.len() == backends.len() && ids.iter().map(|id| self.backends.get(id)).eq(backends.iter().map(Some)))
     }
 
     fn list_backends(&self, list: u32) -> Vec<Backend> {
