@@ -29,6 +29,7 @@ use table::Table;
 pub struct EbpfProxier {
     datapath: DataPath,
     table: Table,
+    maglev: bool,
 }
 
 impl EbpfProxier {
@@ -45,7 +46,7 @@ impl EbpfProxier {
             underlay = datapath.underlay,
             "eBPF proxy: taking over the pinned maps"
         );
-        Ok(Self { table: Table::from_contents(contents, maglev), datapath })
+        Ok(Self { table: Table::from_contents(contents, maglev), datapath, maglev })
     }
 }
 
@@ -56,10 +57,21 @@ impl Proxier for EbpfProxier {
     }
 
     async fn sync(&mut self, state: &ProxyState, changes: &Changes) -> Result<(), ProxyError> {
-        let counts = self
-            .table
-            .sync(&mut self.datapath.maps, state, changes, &self.datapath.node_ips)
-            .map_err(|e| ProxyError::Ebpf(e.to_string()))?;
+        let synced = self.table.sync(&mut self.datapath.maps, state, changes, &self.datapath.node_ips);
+        let counts = match synced {
+            Ok(counts) => counts,
+            Err(e) => {
+                // The table may now believe writes that did not happen:
+                // read the maps again, so the retry (a full sync) diffs
+                // against what the kernel really holds.
+                self.datapath.maps.pending = Default::default();
+                match self.datapath.maps.dump() {
+                    Ok(contents) => self.table = Table::from_contents(contents, self.maglev),
+                    Err(dump) => tracing::warn!(error = %dump, "eBPF proxy: re-reading the maps after a failed sync"),
+                }
+                return Err(ProxyError::Ebpf(e.to_string()));
+            }
+        };
         tracing::debug!(written = counts.written, deleted = counts.deleted, "eBPF proxy: map entries changed");
         Ok(())
     }

@@ -30,6 +30,11 @@ pub trait MapWriter {
     fn remove_backend(&mut self, id: u32) -> Result<(), MapsError>;
     fn set_maglev(&mut self, key: &SlotKey, backend: u32) -> Result<(), MapsError>;
     fn remove_maglev(&mut self, key: &SlotKey) -> Result<(), MapsError>;
+    /// Makes every write so far visible, in order (backends, slots and
+    /// Maglev entries, service entries); deletions come only after.
+    fn flush(&mut self) -> Result<(), MapsError> {
+        Ok(())
+    }
 }
 
 fn update(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapsError {
@@ -38,28 +43,35 @@ fn update(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapErro
 
 impl MapWriter for ProxyMaps {
     fn set_service(&mut self, key: &ServiceKey, value: &Service) -> Result<(), MapsError> {
-        self.services.insert(key, value, 0).map_err(update("writing", maps::SERVICES))
+        self.pending.services.push((*key, *value));
+        Ok(())
     }
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), MapsError> {
         self.services.remove(key).map_err(update("deleting", maps::SERVICES))
     }
     fn set_slot(&mut self, key: &SlotKey, backend: u32) -> Result<(), MapsError> {
-        self.slots.insert(key, backend, 0).map_err(update("writing", maps::SLOTS))
+        self.pending.slots.push((*key, backend));
+        Ok(())
     }
     fn remove_slot(&mut self, key: &SlotKey) -> Result<(), MapsError> {
         self.slots.remove(key).map_err(update("deleting", maps::SLOTS))
     }
     fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), MapsError> {
-        self.backends.insert(id, backend, 0).map_err(update("writing", maps::BACKENDS))
+        self.pending.backends.push((id, *backend));
+        Ok(())
     }
     fn remove_backend(&mut self, id: u32) -> Result<(), MapsError> {
         self.backends.remove(&id).map_err(update("deleting", maps::BACKENDS))
     }
     fn set_maglev(&mut self, key: &SlotKey, backend: u32) -> Result<(), MapsError> {
-        self.maglev.insert(key, backend, 0).map_err(update("writing", maps::MAGLEV))
+        self.pending.maglev.push((*key, backend));
+        Ok(())
     }
     fn remove_maglev(&mut self, key: &SlotKey) -> Result<(), MapsError> {
         self.maglev.remove(key).map_err(update("deleting", maps::MAGLEV))
+    }
+    fn flush(&mut self) -> Result<(), MapsError> {
+        ProxyMaps::flush(self)
     }
 }
 
@@ -307,6 +319,7 @@ impl Table {
                 }
             }
         }
+        maps.flush()?;
         for key in stale {
             maps.remove_service(&key)?;
             counts.deleted += 1;
