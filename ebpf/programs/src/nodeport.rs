@@ -144,21 +144,23 @@ fn forget(flow: &FlowKey, forward: &FlowNat) {
     let _ = FLOWS.remove(flow);
 }
 
-/// A source port on this node for a connection to `backend`: the client's
-/// own port if that tuple is free, else random ones in the SNAT range.
+/// A source port on this node for a connection to `backend`: a random one
+/// in the SNAT range whose tuple is free. Never the client's own port:
+/// that lies in the node's ephemeral range too, and a local socket that
+/// happened to use it toward the same backend would have its replies taken
+/// for this connection's.
 #[inline(always)]
 fn snat_port(flow: &FlowKey, backend_ip: u32, backend_port: u16, node_ip: u32, min: u16, max: u16) -> Option<u16> {
     let span = u32::from(max.saturating_sub(min)) + 1;
-    let mut port = flow.src_port;
     for _ in 0..SNAT_TRIES {
+        // SAFETY: a helper without preconditions.
+        let offset = unsafe { bpf_get_prandom_u32() } % span;
+        let port = (min + offset as u16).to_be();
         let reply = FlowKey { src_ip: backend_ip, src_port: backend_port, dst_ip: node_ip, dst_port: port, proto: flow.proto, pad: [0; 3] };
         // SAFETY: only presence is checked.
         if unsafe { FLOWS.get(&reply) }.is_none() {
             return Some(port);
         }
-        // SAFETY: a helper without preconditions.
-        let offset = unsafe { bpf_get_prandom_u32() } % span;
-        port = (min + offset as u16).to_be();
     }
     None
 }
