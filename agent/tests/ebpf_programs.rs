@@ -199,6 +199,8 @@ fn tuple(p: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
 }
 
 const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const FIN: u8 = 0x01;
 const ACK: u8 = 0x10;
 
 /// To a backend on this node: DNAT only (the client's address kept), and
@@ -216,6 +218,16 @@ fn local_backend_dnat_and_reverse(proto: u8) {
     let (verdict, out) = bpf.run("nodeport_egress", &packet(proto, (LOCAL_BACKEND, BACKEND_PORT), (CLIENT, CLIENT_PORT), SYN | ACK));
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(tuple(&out), ((NODE, NODE_PORT), (CLIENT, CLIENT_PORT)));
+    // FIN both ways ends the connection: the reply entry goes.
+    if proto == IPPROTO_TCP {
+        bpf.run("nodeport_ingress", &packet(proto, (CLIENT, CLIENT_PORT), (NODE, NODE_PORT), FIN | ACK));
+        let (_, out) = bpf.run("nodeport_egress", &packet(proto, (LOCAL_BACKEND, BACKEND_PORT), (CLIENT, CLIENT_PORT), FIN | ACK));
+        assert_eq!(tuple(&out), ((NODE, NODE_PORT), (CLIENT, CLIENT_PORT)), "the closing FIN is still translated");
+        let after = packet(proto, (LOCAL_BACKEND, BACKEND_PORT), (CLIENT, CLIENT_PORT), ACK);
+        assert_eq!(bpf.run("nodeport_egress", &after).1, after, "entries gone after FIN both ways");
+        // Open it again for what follows.
+        bpf.run("nodeport_ingress", &packet(proto, (CLIENT, CLIENT_PORT), (NODE, NODE_PORT), SYN));
+    }
     // A later connection from the same client port straight to the pod
     // (routed, no service) clears the stale reply entry, so the pod's
     // answer to it leaves untouched.
@@ -244,6 +256,16 @@ fn remote_backend_dnat_snat_and_reverse(proto: u8) {
     assert!((61000..=65535).contains(&snat_port), "SNAT source port {snat_port}: above the node's ephemeral range");
     let (_, out) = bpf.run("nodeport_ingress", &packet(proto, (REMOTE_BACKEND, BACKEND_PORT), (NODE, snat_port), SYN | ACK));
     assert_eq!(tuple(&out), ((NODE, NODE_PORT), (CLIENT, CLIENT_PORT)));
+    if proto == IPPROTO_TCP {
+        // The client's reset ends the connection: its entries go, so the
+        // backend's next segment is no longer translated, and a late
+        // segment from the client opens nothing.
+        bpf.run("nodeport_ingress", &packet(proto, (CLIENT, CLIENT_PORT), (NODE, NODE_PORT), RST));
+        let late = packet(proto, (REMOTE_BACKEND, BACKEND_PORT), (NODE, snat_port), ACK);
+        assert_eq!(bpf.run("nodeport_ingress", &late).1, late, "after the RST the reply entry is gone");
+        let stray = packet(proto, (CLIENT, CLIENT_PORT), (NODE, NODE_PORT), ACK);
+        assert_eq!(bpf.run("nodeport_ingress", &stray), (u32::MAX, stray), "a non-SYN opens no connection (TC_ACT_UNSPEC)");
+    }
 }
 
 #[test]

@@ -176,6 +176,10 @@ pub struct FlowKey {
 /// lookup and redirect (its new source is this node, so the kernel would
 /// drop it as a martian if it were passed up).
 pub const FLOW_REDIRECT: u32 = 1;
+/// [`FlowNat::flags`]: a FIN went this way; when the other direction's
+/// FIN comes, both entries go (as on a RST), so ended connections free
+/// their SNAT ports instead of waiting for LRU eviction.
+pub const FLOW_FIN: u32 = 1 << 1;
 
 /// What to write into a packet of a tracked NodePort connection.
 #[repr(C)]

@@ -16,11 +16,13 @@ use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_fib_lookup};
 use aya_ebpf::helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use hawser_ebpf_common::{BACKEND_LOCAL, FLOW_REDIRECT, FlowKey, FlowNat, ORIGIN_WIRE, SERVICE_LOCAL_ONLY, ServiceKey};
+use hawser_ebpf_common::{
+    BACKEND_LOCAL, FLOW_FIN, FLOW_REDIRECT, FlowKey, FlowNat, IPPROTO_TCP, ORIGIN_WIRE, SERVICE_LOCAL_ONLY, ServiceKey,
+};
 
 use crate::lb;
 use crate::maps::{CONFIG, FLOWS};
-use crate::packet::{self, Packet, TCP_ACK, TCP_SYN};
+use crate::packet::{self, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Not ours: on to the next program in the chain, then the stack.
 const NEXT: i32 = TC_ACT_UNSPEC;
@@ -57,6 +59,11 @@ pub fn nodeport_ingress(mut ctx: TcContext) -> i32 {
         }
         return NEXT;
     };
+    // Only a SYN opens a TCP connection: a late segment of one whose
+    // entries are gone goes to the stack, which resets it.
+    if flow.proto == IPPROTO_TCP && !new_connection {
+        return NEXT;
+    }
     let Some((_, backend)) = lb::select_for_flow(&service, flow) else {
         // No endpoints: with policy Local the node has none to offer and the
         // packet is dropped, as kube-proxy does; otherwise the stack answers
@@ -120,7 +127,39 @@ fn translate(ctx: &mut TcContext, packet: &Packet, nat: &FlowNat) -> i32 {
     if packet::rewrite(ctx, packet, nat).is_err() {
         return DROP;
     }
+    if packet.flow.proto == IPPROTO_TCP {
+        track_close(packet, nat);
+    }
     if nat.flags & FLOW_REDIRECT != 0 { redirect(ctx, nat) } else { PASS }
+}
+
+/// Ends a tracked TCP connection on a RST, or on the second direction's
+/// FIN: its entries go, and with them its SNAT port.
+#[inline(always)]
+fn track_close(packet: &Packet, nat: &FlowNat) {
+    if packet.tcp_flags & TCP_RST != 0 {
+        forget(&packet.flow, nat);
+        return;
+    }
+    if packet.tcp_flags & TCP_FIN == 0 {
+        return;
+    }
+    let other = FlowKey {
+        src_ip: nat.dst_ip,
+        src_port: nat.dst_port,
+        dst_ip: nat.src_ip,
+        dst_port: nat.src_port,
+        proto: packet.flow.proto,
+        pad: [0; 3],
+    };
+    // SAFETY: copied at once.
+    let other_fin = unsafe { FLOWS.get(&other) }.is_some_and(|o| o.flags & FLOW_FIN != 0);
+    if other_fin {
+        forget(&packet.flow, nat);
+    } else if let Some(entry) = FLOWS.get_ptr_mut(&packet.flow) {
+        // SAFETY: a pointer into the map's value for this key.
+        unsafe { (*entry).flags |= FLOW_FIN };
+    }
 }
 
 /// The tuple of `flow`'s replies.

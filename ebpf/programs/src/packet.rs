@@ -22,7 +22,9 @@ pub struct Packet {
     pub tcp_flags: u8,
 }
 
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 /// The packet's 5-tuple, or `None` for anything but an unfragmented (or
