@@ -295,7 +295,9 @@ impl NetnsCluster {
 }
 
 fn wait_nodes_ready(cluster: &TestCluster, names: &[String]) {
-    poll_until(Duration::from_secs(60), "every node Ready with a pod CIDR", || {
+    // A bound, not a speed check: with the proxy suite's 10,000-service
+    // test running beside it, a start can take over a minute on 2 cores.
+    poll_until(Duration::from_secs(180), "every node Ready with a pod CIDR", || {
         let nodes = cluster.kubectl_json(&["get", "nodes", "-o", "json"]);
         let items = nodes["items"].as_array().cloned().unwrap_or_default();
         let ready = |n: &serde_json::Value| {
