@@ -144,16 +144,8 @@ fn track_close(packet: &Packet, nat: &FlowNat) {
     if packet.tcp_flags & TCP_FIN == 0 {
         return;
     }
-    let other = FlowKey {
-        src_ip: nat.dst_ip,
-        src_port: nat.dst_port,
-        dst_ip: nat.src_ip,
-        dst_port: nat.src_port,
-        proto: packet.flow.proto,
-        pad: [0; 3],
-    };
     // SAFETY: copied at once.
-    let other_fin = unsafe { FLOWS.get(&other) }.is_some_and(|o| o.flags & FLOW_FIN != 0);
+    let other_fin = unsafe { FLOWS.get(&other_direction(nat, packet.flow.proto)) }.is_some_and(|o| o.flags & FLOW_FIN != 0);
     if other_fin {
         forget(&packet.flow, nat);
     } else if let Some(entry) = FLOWS.get_ptr_mut(&packet.flow) {
@@ -168,18 +160,17 @@ fn reversed(flow: &FlowKey) -> FlowKey {
     FlowKey { src_ip: flow.dst_ip, src_port: flow.dst_port, dst_ip: flow.src_ip, dst_port: flow.src_port, proto: flow.proto, pad: [0; 3] }
 }
 
+/// The key of the other direction of the connection whose entry says
+/// `nat`: the tuple of a translated packet's answers.
+#[inline(always)]
+fn other_direction(nat: &FlowNat, proto: u8) -> FlowKey {
+    FlowKey { src_ip: nat.dst_ip, src_port: nat.dst_port, dst_ip: nat.src_ip, dst_port: nat.src_port, proto, pad: [0; 3] }
+}
+
 /// Drops both directions of a tracked connection.
 #[inline(always)]
-fn forget(flow: &FlowKey, forward: &FlowNat) {
-    let reply = FlowKey {
-        src_ip: forward.dst_ip,
-        src_port: forward.dst_port,
-        dst_ip: forward.src_ip,
-        dst_port: forward.src_port,
-        proto: flow.proto,
-        pad: [0; 3],
-    };
-    let _ = FLOWS.remove(&reply);
+fn forget(flow: &FlowKey, nat: &FlowNat) {
+    let _ = FLOWS.remove(&other_direction(nat, flow.proto));
     let _ = FLOWS.remove(flow);
 }
 
