@@ -2,11 +2,13 @@
 //!
 //! In order: a client for the API server → the Node registered and its
 //! Lease renewed → the node's pod CIDR (from the control plane's node IPAM)
-//! → the pod network (bridge, egress rules) → the runtime → routes to the
-//! other nodes' pod CIDRs, kept in step with the Node list → the pod workers
-//! over this node's pods. The agent keeps running until `shutdown`; its
+//! → the pod network (bridge, egress rules, node-local DNS link) → the
+//! service proxy and cluster DNS over one Service/EndpointSlice cache →
+//! routes to the other nodes' pod CIDRs, kept in step with the Node list →
+//! the pod workers over this node's pods. The agent keeps running until `shutdown`; its
 //! pods do not stop with it.
 
+use crate::dns::{self, DnsConfig};
 use crate::network::{self, NodeNetwork};
 use crate::node::{self, Machine, NodeConfig};
 use crate::pods::{self, PodManager, spec::DnsSettings};
@@ -19,7 +21,8 @@ use anyhow::Context;
 use hawser_runtime::events::Recorder;
 use hawser_runtime::{Informer, Informers, ObjectKey};
 use ipnetwork::Ipv4Network;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -58,6 +61,15 @@ pub struct AgentConfig {
     pub cluster_cidr: Ipv4Network,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
+    /// The node-local DNS address; with it the agent serves cluster DNS
+    /// there and at every IPv4 `cluster_dns` address. None: no DNS server.
+    pub node_local_dns: Option<Ipv4Addr>,
+    /// The TTL of cluster DNS answers.
+    pub dns_ttl: u32,
+    /// The node's resolv.conf (kubelet's `--resolv-conf`): pods with
+    /// `dnsPolicy: Default` get it, and the DNS server forwards to its
+    /// nameservers.
+    pub resolv_conf: PathBuf,
     pub max_pods: u32,
     /// The port the agent serves logs and exec on (kubelet's 10250).
     pub port: u16,
@@ -186,7 +198,9 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     };
     let token = node::read_token(&config.token_file)?;
     let listen = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
-    let server = AgentServer::bind(listen, vec![token], runtime.clone(), Arc::new(lookup)).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let dns_metrics = Arc::new(dns::metrics::Metrics::register(&mut registry));
+    let server = AgentServer::bind(listen, vec![token], runtime.clone(), Arc::new(lookup), Arc::new(registry)).await?;
     let port = server.local_addr()?.port();
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async {
@@ -209,9 +223,11 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
 
     tracing::info!(node = config.node_name, "waiting for the node's pod CIDR");
     let pod_cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
+    let dns_addresses = dns_addresses(&config);
     let mut net_config = network::Config::new(config.data_dir.join("network"), pod_cidr);
     net_config.cluster_cidr = config.cluster_cidr;
     net_config.iptables = config.iptables;
+    net_config.local_dns = dns_addresses.clone();
     let datapath = ebpf_datapath(&config).await;
     let mut network = NodeNetwork::setup(net_config).await.context("setting up the pod network")?;
     if let Some(datapath) = &datapath {
@@ -221,8 +237,12 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let network = Arc::new(network);
     tracing::info!(%pod_cidr, gateway = %network.gateway(), "pod network ready");
 
+    // One watch cache of Services and EndpointSlices for the proxy and DNS.
+    let informers = Informers::new(client.clone());
+    let (services, slices) = (informers.get::<Service>(), informers.get::<EndpointSlice>());
     let proxy = tokio::spawn(proxy::run(
-        client.clone(),
+        services.clone(),
+        slices.clone(),
         ProxyConfig {
             iptables: config.iptables,
             node_name: config.node_name.clone(),
@@ -230,12 +250,30 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
             maglev: config.maglev,
             min_sync_period: config.proxy_min_sync_period,
             sync_period: config.proxy_sync_period,
+            locally_served: dns_addresses.iter().copied().collect(),
         },
         datapath,
     ));
-    let informers = Informers::new(client.clone());
+    let resolv_conf = std::fs::read_to_string(&config.resolv_conf).unwrap_or_else(|e| {
+        tracing::warn!(path = %config.resolv_conf.display(), error = %e, "reading the node's resolv.conf");
+        String::new()
+    });
+    let dns = (!dns_addresses.is_empty()).then(|| {
+        let dns_config = DnsConfig {
+            domain: config.cluster_domain.clone(),
+            ttl: config.dns_ttl,
+            listen: dns_addresses.clone(),
+            port: 53,
+            resolv_conf: resolv_conf.clone(),
+        };
+        tokio::spawn(async move {
+            // DNS failing (another server on port 53) leaves the rest running.
+            if let Err(e) = dns::run(dns_config, services, slices, dns_metrics).await {
+                tracing::error!(error = format!("{e:#}"), "cluster DNS is not served on this node");
+            }
+        })
+    });
     keep_peer_routes(informers.get::<Node>(), network.clone(), config.node_name.clone());
-    let host_resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let ctx = Arc::new(pods::Context {
         client: client.clone(),
         runtime: runtime.clone(),
@@ -243,7 +281,11 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         recorder: Recorder::new(client.clone(), "kubelet").with_host(&config.node_name),
         node_name: config.node_name.clone(),
         node_ip: config.node_ip.to_string(),
-        dns: DnsSettings { cluster_dns: config.cluster_dns.clone(), cluster_domain: config.cluster_domain.clone(), host_resolv_conf },
+        dns: DnsSettings {
+            cluster_dns: config.cluster_dns.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+            host_resolv_conf: resolv_conf,
+        },
         volumes_root: config.data_dir.join("pods"),
     });
     let manager = tokio::spawn(PodManager::new(ctx, pods).run());
@@ -251,6 +293,9 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     shutdown.await;
     // The rules stay: a restarted agent takes over from them without a gap.
     proxy.abort();
+    if let Some(dns) = dns {
+        dns.abort();
+    }
     manager.abort();
     let _ = stop_server.send(());
     let _ = serving.await;
@@ -258,6 +303,19 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let _ = heartbeat.await;
     tracing::info!("agent stopped; its pods keep running");
     Ok(())
+}
+
+/// The addresses the node's DNS server answers on: the node-local one and
+/// the cluster DNS addresses pods are given.
+fn dns_addresses(config: &AgentConfig) -> Vec<Ipv4Addr> {
+    let Some(local) = config.node_local_dns else { return Vec::new() };
+    let mut addresses = vec![local];
+    for ip in config.cluster_dns.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+        if !addresses.contains(&ip) {
+            addresses.push(ip);
+        }
+    }
+    addresses
 }
 
 /// Keeps this node's routes to every other node's pod CIDR in step with the

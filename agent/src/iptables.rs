@@ -244,6 +244,13 @@ COMMIT
 -A POSTROUTING -j HAWSER-POD-EGRESS-NOT-OURS
 -A HAWSER-POD-EGRESS -s 10.244.1.0/24 ! -d 10.244.0.0/16 -j MASQUERADE
 COMMIT
+*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:HAWSER-DNS-NOTRACK - [0:0]
+-A PREROUTING -m comment --comment \"hawser node-local DNS\" -j HAWSER-DNS-NOTRACK
+-A OUTPUT -m comment --comment \"hawser node-local DNS\" -j HAWSER-DNS-NOTRACK
+COMMIT
 ";
 
 #[cfg(test)]

@@ -43,7 +43,9 @@ impl Fixture {
         let runtime = Arc::new(scratch.runtime());
         let lookup = |namespace: &str, name: &str| (namespace == "default" && name == "web-0").then(|| UID.to_string());
         let server =
-            AgentServer::bind("127.0.0.1:0".parse().unwrap(), vec![TOKEN.into()], runtime.clone(), Arc::new(lookup)).await.unwrap();
+            AgentServer::bind("127.0.0.1:0".parse().unwrap(), vec![TOKEN.into()], runtime.clone(), Arc::new(lookup), Default::default())
+                .await
+                .unwrap();
         let addr = server.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(async move {

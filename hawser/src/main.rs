@@ -142,6 +142,18 @@ struct NodeArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The node-local DNS address: the agent serves cluster DNS on it and
+    /// on the --cluster-dns addresses (a link `hawser-dns` holds them). `none`:
+    /// no DNS server on this node.
+    #[arg(long, default_value = "169.254.20.10")]
+    node_local_dns: String,
+    /// How long resolvers may cache cluster DNS answers, in seconds.
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
+    /// The node's resolv.conf: pods with `dnsPolicy: Default` get it, and
+    /// cluster DNS forwards other names to its nameservers.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Most pods this node runs (the Node's `pods` capacity).
     #[arg(long, default_value_t = hawser_agent::node::DEFAULT_MAX_PODS)]
     max_pods: u32,
@@ -227,6 +239,12 @@ impl NodeArgs {
             cluster_cidr,
             cluster_dns: self.cluster_dns.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            node_local_dns: match self.node_local_dns.as_str() {
+                "none" => None,
+                ip => Some(ip.parse().with_context(|| format!("--node-local-dns {ip:?} is not an IPv4 address or none"))?),
+            },
+            dns_ttl: self.dns_ttl,
+            resolv_conf: self.resolv_conf.clone(),
             max_pods: self.max_pods,
             port: self.port,
             supervisor_exe: std::env::current_exe().context("locating the hawser binary for pod supervisors")?,
@@ -301,10 +319,15 @@ fn main() {
 
 #[tokio::main]
 async fn run_async(cli: Cli) {
+    // hickory's server logs every DNS request at info: only its warnings,
+    // unless RUST_LOG asks for hickory by name.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        if filter.contains("hickory") { filter } else { format!("{filter},hickory_server=warn,hickory_net=warn,hickory_resolver=warn") };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
         .init();
     if let Err(e) = run(cli).await {
         eprintln!("hawser: {e:#}");

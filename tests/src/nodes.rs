@@ -33,6 +33,23 @@ use std::time::Duration;
 /// Where the API server listens inside the LAN namespace.
 const API_PORT: u16 = 6443;
 
+/// The node resolv.conf test agents get unless a test gives its own
+/// (`--resolv-conf`): no nameserver, so cluster DNS forwards nothing and no
+/// query leaves the machine; a search domain pods inherit.
+pub const ISOLATED_RESOLV_CONF: &str = "# hawser test host: no upstream DNS server\nsearch example.test\n";
+
+/// `args` plus `--resolv-conf <dir>/resolv.conf` (written with
+/// [`ISOLATED_RESOLV_CONF`]) unless they name one already.
+fn with_isolated_resolv_conf(dir: &std::path::Path, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if !args.contains(&"--resolv-conf") {
+        let path = dir.join("resolv.conf");
+        fs::write(&path, ISOLATED_RESOLV_CONF).expect("write the test resolv.conf");
+        all.extend(["--resolv-conf".to_string(), path.to_str().expect("utf-8 path").to_string()]);
+    }
+    all
+}
+
 /// The test HTTP server (crate `test-server`), built next to `hawser`.
 pub fn test_server_binary() -> PathBuf {
     let path = hawser_binary().with_file_name("hawser-test-server");
@@ -241,6 +258,7 @@ impl NetnsCluster {
         let token_file = control.dir().join("agent-token");
         fs::write(&token_file, control.token()).expect("write the agent token");
         let ca = control.data_dir().join("pki").join("ca.crt");
+        let agent_args = with_isolated_resolv_conf(control.dir(), agent_args);
         let mut nodes = Vec::new();
         for i in 1..=count {
             let name = format!("n{i}");
@@ -268,7 +286,7 @@ impl NetnsCluster {
             .iter()
             .map(|s| s.to_string())
             .chain(runtime_args.iter().cloned())
-            .chain(agent_args.iter().map(|s| s.to_string()))
+            .chain(agent_args.iter().cloned())
             .collect();
             host.agent_env = agent_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             host.spawn_agent();
@@ -311,6 +329,8 @@ fn wait_nodes_ready(cluster: &TestCluster, names: &[String]) {
 /// `hawser up` inside one host: the one-machine cluster a user runs.
 pub struct OneNode {
     pub cluster: TestCluster,
+    /// The node's resolv.conf ([`ISOLATED_RESOLV_CONF`]).
+    _resolv_conf: tempfile::TempDir,
     pub host: AgentHost,
     pub lan: Lan,
     pub runtime: Runtime,
@@ -350,9 +370,12 @@ impl OneNode {
         let mut all = vec!["--node-name", "n1", "--cgroup-root", host.cgroup_root.as_str(), "--bpf-pin-dir", pin_dir];
         all.extend(runtime_args.iter().map(String::as_str));
         all.extend_from_slice(args);
+        let resolv_conf = tempfile::Builder::new().prefix("hawser-resolv-").tempdir().expect("a temporary directory");
+        let all = with_isolated_resolv_conf(resolv_conf.path(), &all);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let cluster = TestCluster::start_in(&host.ns, "up", SocketAddr::from(([0, 0, 0, 0], API_PORT)), &all);
         wait_nodes_ready(&cluster, &["n1".to_string()]);
-        Self { cluster, host, lan, runtime, dockerd }
+        Self { cluster, _resolv_conf: resolv_conf, host, lan, runtime, dockerd }
     }
 
     /// Kills `hawser up` (control plane and agent) and starts it again.

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hawser_tests::netns::{self, Lan};
-use hawser_tests::nodes::AgentHost;
+use hawser_tests::nodes::{AgentHost, ISOLATED_RESOLV_CONF};
 use hawser_tests::{TestCluster, hawser_binary, run_bounded, table_cells};
 use std::net::Ipv4Addr;
 
@@ -86,6 +86,8 @@ fn hawser_up_prints_the_kubeconfig_export_line_once_ready() {
     let data = dir.path().join("data");
     let mut lan = Lan::new(&netns::run_id());
     let host = AgentHost::new(&mut lan, "n1", Ipv4Addr::new(198, 51, 100, 11), dir.path().join("up.log"));
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(&resolv_conf, ISOLATED_RESOLV_CONF).unwrap();
     let mut child = host
         .ns
         .command(hawser_binary())
@@ -95,6 +97,8 @@ fn hawser_up_prints_the_kubeconfig_export_line_once_ready() {
         .args(["--listen", "127.0.0.1:6443", "--node-name", "n1", "--node-ip", "198.51.100.11", "--cgroup-root", &host.cgroup_root])
         .arg("--bpf-pin-dir")
         .arg(&host.bpf_pin_dir)
+        .arg("--resolv-conf")
+        .arg(&resolv_conf)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("up.log")).unwrap())

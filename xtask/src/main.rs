@@ -39,6 +39,12 @@ const PACKAGES: &[&str] = &[
     // The docker runtime's engine (`dockerd`, containerd, runc); its tests
     // start a dockerd of their own.
     "docker.io",
+    // Cluster DNS tests: `dig` (SRV, PTR, rcodes) from pods, and dnsmasq as
+    // the upstream server the tests run on loopback.
+    "dnsutils",
+    "dnsmasq-base",
+    // `cargo xtask bench dns`: the load generator.
+    "dnsperf",
     // LLVM 22 (rustc's own LLVM) for bpf-linker, which links the eBPF
     // proxy's programs (see `bpf_toolchain`).
     "llvm-22-dev",

@@ -9,12 +9,10 @@
 
 use super::NetworkError;
 use super::netlink::{self, Context, Netlink};
-use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use rtnetlink::LinkBridge;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::InfoKind;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 /// Creates the bridge or brings an existing one to the desired state: up,
 /// `mtu`, our MAC, bridge-nf on, and `gateway` (address/prefix) as its only
@@ -32,7 +30,7 @@ pub(crate) async fn ensure(netlink: &Netlink, name: &str, gateway: Ipv4Network, 
         None => netlink.handle().link().add(desired.build()).execute().await.with_context(|| format!("creating bridge {name}"))?,
     }
     let index = index(netlink, name).await?;
-    ensure_only_address(netlink, name, index, gateway).await
+    netlink::ensure_only_addresses(netlink, &format!("bridge {name}"), index, &[gateway]).await
 }
 
 /// The bridge's interface index; an error if it is missing.
@@ -45,54 +43,6 @@ pub(crate) async fn index(netlink: &Netlink, name: &str) -> Result<u32, NetworkE
 
 pub(crate) async fn delete(netlink: &Netlink, name: &str) -> Result<(), NetworkError> {
     netlink.delete_link(name).await.with_context(|| format!("deleting bridge {name}"))
-}
-
-/// Removes every other IPv4 address from the bridge and adds `gateway`.
-async fn ensure_only_address(netlink: &Netlink, name: &str, index: u32, gateway: Ipv4Network) -> Result<(), NetworkError> {
-    let addresses: Vec<AddressMessage> = netlink
-        .handle()
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .with_context(|| format!("listing the addresses of bridge {name}"))?;
-    let mut present = false;
-    for address in addresses {
-        let Some(ip) = ipv4_of(&address) else { continue };
-        if ip == gateway.ip() && address.header.prefix_len == gateway.prefix() {
-            present = true;
-            continue;
-        }
-        let stale = format!("{ip}/{}", address.header.prefix_len);
-        netlink
-            .handle()
-            .address()
-            .del(address)
-            .execute()
-            .await
-            .with_context(|| format!("removing stale address {stale} from bridge {name}"))?;
-    }
-    if !present {
-        let (ip, prefix) = (gateway.ip(), gateway.prefix());
-        netlink
-            .handle()
-            .address()
-            .add(index, IpAddr::V4(ip), prefix)
-            .replace()
-            .execute()
-            .await
-            .with_context(|| format!("adding gateway address {gateway} to bridge {name}"))?;
-    }
-    Ok(())
-}
-
-fn ipv4_of(address: &AddressMessage) -> Option<Ipv4Addr> {
-    address.attributes.iter().find_map(|attr| match attr {
-        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-        _ => None,
-    })
 }
 
 /// A locally administered unicast MAC carrying the gateway address, the

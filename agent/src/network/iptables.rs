@@ -1,8 +1,12 @@
-//! The pod network's iptables rules, in two chains of its own: masquerading
-//! of pod traffic that leaves the cluster network (pods' addresses are not
-//! routable outside it, and replies must find their way back), and
-//! accepting forwarded pod traffic (a host whose FORWARD policy is DROP, as
-//! Docker leaves it, would otherwise cut pods off).
+//! The pod network's iptables rules, in three chains of its own:
+//! masquerading of pod traffic that leaves the cluster network (pods'
+//! addresses are not routable outside it, and replies must find their way
+//! back); accepting forwarded pod traffic (a host whose FORWARD policy is
+//! DROP, as Docker leaves it, would otherwise cut pods off); and exempting
+//! queries to the node-local DNS addresses from connection tracking, as
+//! NodeLocal DNSCache does (every UDP query would otherwise hold a
+//! conntrack entry for 30 s and race its siblings for it, the cause of
+//! Kubernetes' well-known 5 s lookup stalls).
 //!
 //! Each change is one `iptables-restore --noflush` input, so it applies
 //! whole or not at all and leaves every other rule alone. Declaring a chain
@@ -18,20 +22,33 @@
 use super::NetworkError;
 use crate::iptables::{self, Backend, Saved};
 use ipnetwork::Ipv4Network;
+use std::net::Ipv4Addr;
 
 /// The nat chain that masquerades pod egress, jumped to from POSTROUTING.
 pub const EGRESS_CHAIN: &str = "HAWSER-POD-EGRESS";
 /// The filter chain that accepts forwarded pod traffic, jumped to from FORWARD.
 pub const FORWARD_CHAIN: &str = "HAWSER-POD-FORWARD";
+/// The raw chain that leaves DNS to and from the node-local DNS addresses
+/// untracked, jumped to from PREROUTING (pods) and OUTPUT (the node).
+pub const DNS_NOTRACK_CHAIN: &str = "HAWSER-DNS-NOTRACK";
 
-/// Installs (or refreshes) both chains and their jumps.
-pub(crate) async fn ensure(backend: Backend, pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network) -> Result<(), NetworkError> {
+/// What the rules are made from.
+#[derive(Clone, Copy)]
+pub(crate) struct Inputs<'a> {
+    pub pod_cidr: Ipv4Network,
+    pub cluster_cidr: Ipv4Network,
+    /// The addresses the node's DNS server answers on.
+    pub local_dns: &'a [Ipv4Addr],
+}
+
+/// Installs (or refreshes) every chain and its jumps.
+pub(crate) async fn ensure(backend: Backend, inputs: Inputs<'_>) -> Result<(), NetworkError> {
     let saved = Saved::parse(&iptables::save(backend, None).await?);
-    iptables::restore(backend, &ensure_input(pod_cidr, cluster_cidr, &saved), "installing the pod network's iptables chains").await?;
+    iptables::restore(backend, &ensure_input(inputs, &saved), "installing the pod network's iptables chains").await?;
     Ok(())
 }
 
-/// Removes both chains and every jump to them.
+/// Removes every chain and every jump to them.
 pub(crate) async fn remove(backend: Backend) -> Result<(), NetworkError> {
     let saved = Saved::parse(&iptables::save(backend, None).await?);
     iptables::restore(backend, &remove_input(&saved), "removing the pod network's iptables chains").await?;
@@ -41,41 +58,67 @@ pub(crate) async fn remove(backend: Backend) -> Result<(), NetworkError> {
 /// One of our chains: where it lives, what jumps to it, what it holds.
 struct Chain {
     table: &'static str,
-    builtin: &'static str,
+    builtins: &'static [&'static str],
     name: &'static str,
     /// The jump's comment.
     comment: &'static str,
-    rules: fn(&str, Ipv4Network, Ipv4Network) -> Vec<String>,
+    rules: fn(&str, Inputs<'_>) -> Vec<String>,
 }
 
-const CHAINS: [Chain; 2] = [
-    Chain { table: "nat", builtin: "POSTROUTING", name: EGRESS_CHAIN, comment: "hawser pod egress", rules: egress_rules },
-    Chain { table: "filter", builtin: "FORWARD", name: FORWARD_CHAIN, comment: "hawser pod forwarding", rules: forward_rules },
+const CHAINS: [Chain; 3] = [
+    Chain { table: "nat", builtins: &["POSTROUTING"], name: EGRESS_CHAIN, comment: "hawser pod egress", rules: egress_rules },
+    Chain { table: "filter", builtins: &["FORWARD"], name: FORWARD_CHAIN, comment: "hawser pod forwarding", rules: forward_rules },
+    Chain {
+        table: "raw",
+        builtins: &["PREROUTING", "OUTPUT"],
+        name: DNS_NOTRACK_CHAIN,
+        comment: "hawser node-local DNS",
+        rules: dns_notrack_rules,
+    },
 ];
 
-fn egress_rules(chain: &str, pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network) -> Vec<String> {
+fn egress_rules(chain: &str, inputs: Inputs<'_>) -> Vec<String> {
+    let Inputs { pod_cidr, cluster_cidr, .. } = inputs;
     vec![format!(
         "-A {chain} -s {pod_cidr} ! -d {cluster_cidr} -m comment --comment \"pod traffic leaving the cluster network\" -j MASQUERADE"
     )]
 }
 
-fn forward_rules(chain: &str, pod_cidr: Ipv4Network, _: Ipv4Network) -> Vec<String> {
+fn forward_rules(chain: &str, inputs: Inputs<'_>) -> Vec<String> {
+    let pod_cidr = inputs.pod_cidr;
     vec![
         format!("-A {chain} -s {pod_cidr} -m comment --comment \"from this node's pods\" -j ACCEPT"),
         format!("-A {chain} -d {pod_cidr} -m comment --comment \"to this node's pods\" -j ACCEPT"),
     ]
 }
 
+fn dns_notrack_rules(chain: &str, inputs: Inputs<'_>) -> Vec<String> {
+    let mut rules = Vec::new();
+    for ip in inputs.local_dns {
+        for protocol in ["udp", "tcp"] {
+            rules.push(format!(
+                "-A {chain} -d {ip}/32 -p {protocol} -m {protocol} --dport 53 -m comment --comment \"to node-local DNS\" -j NOTRACK"
+            ));
+            rules.push(format!(
+                "-A {chain} -s {ip}/32 -p {protocol} -m {protocol} --sport 53 -m comment --comment \"from node-local DNS\" -j NOTRACK"
+            ));
+        }
+    }
+    rules
+}
+
 /// The restore input for [`ensure`], given what `iptables-save` printed.
-fn ensure_input(pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network, saved: &Saved) -> String {
+fn ensure_input(inputs: Inputs<'_>, saved: &Saved) -> String {
     let mut input = String::new();
-    for Chain { table, builtin, name, comment, rules } in CHAINS {
+    for Chain { table, builtins, name, comment, rules } in CHAINS {
         input += &format!("*{table}\n:{name} - [0:0]\n");
-        for rule in rules(name, pod_cidr, cluster_cidr) {
+        for rule in rules(name, inputs) {
             input += &format!("{rule}\n");
         }
-        if saved.jumps(table, builtin, name).is_empty() {
-            input += &format!("-I {builtin} 1 -m comment --comment \"{comment}\" -j {name}\n");
+        for builtin in builtins {
+            if saved.jumps(table, builtin, name).is_empty() {
+                input += &format!("-I {builtin} 1 -m comment --comment \"{comment}\" -j {name}\n");
+            }
         }
         input += "COMMIT\n";
     }
@@ -86,9 +129,9 @@ fn ensure_input(pod_cidr: Ipv4Network, cluster_cidr: Ipv4Network, saved: &Saved)
 /// chain declared (so emptied, or made if absent) and deleted.
 fn remove_input(saved: &Saved) -> String {
     let mut input = String::new();
-    for Chain { table, builtin, name, .. } in CHAINS {
+    for Chain { table, builtins, name, .. } in CHAINS {
         input += &format!("*{table}\n");
-        for jump in saved.jumps(table, builtin, name) {
+        for jump in builtins.iter().flat_map(|builtin| saved.jumps(table, builtin, name)) {
             input += &format!("-D{}\n", jump.strip_prefix("-A").expect("saved rules start with -A"));
         }
         input += &format!(":{name} - [0:0]\n-X {name}\nCOMMIT\n");
@@ -100,15 +143,16 @@ fn remove_input(saved: &Saved) -> String {
 mod tests {
     use super::*;
 
-    fn cidrs() -> (Ipv4Network, Ipv4Network) {
-        ("10.244.1.0/24".parse().unwrap(), "10.244.0.0/16".parse().unwrap())
+    const LOCAL_DNS: [Ipv4Addr; 1] = [Ipv4Addr::new(169, 254, 20, 10)];
+
+    fn inputs() -> Inputs<'static> {
+        Inputs { pod_cidr: "10.244.1.0/24".parse().unwrap(), cluster_cidr: "10.244.0.0/16".parse().unwrap(), local_dns: &LOCAL_DNS }
     }
 
     #[test]
-    fn ensuring_on_a_fresh_host_declares_both_chains_their_rules_and_jumps() {
-        let (pod, cluster) = cidrs();
+    fn ensuring_on_a_fresh_host_declares_every_chain_its_rules_and_jumps() {
         assert_eq!(
-            ensure_input(pod, cluster, &Saved::default()),
+            ensure_input(inputs(), &Saved::default()),
             "*nat\n\
              :HAWSER-POD-EGRESS - [0:0]\n\
              -A HAWSER-POD-EGRESS -s 10.244.1.0/24 ! -d 10.244.0.0/16 -m comment --comment \"pod traffic leaving the cluster network\" -j MASQUERADE\n\
@@ -119,14 +163,22 @@ mod tests {
              -A HAWSER-POD-FORWARD -s 10.244.1.0/24 -m comment --comment \"from this node's pods\" -j ACCEPT\n\
              -A HAWSER-POD-FORWARD -d 10.244.1.0/24 -m comment --comment \"to this node's pods\" -j ACCEPT\n\
              -I FORWARD 1 -m comment --comment \"hawser pod forwarding\" -j HAWSER-POD-FORWARD\n\
+             COMMIT\n\
+             *raw\n\
+             :HAWSER-DNS-NOTRACK - [0:0]\n\
+             -A HAWSER-DNS-NOTRACK -d 169.254.20.10/32 -p udp -m udp --dport 53 -m comment --comment \"to node-local DNS\" -j NOTRACK\n\
+             -A HAWSER-DNS-NOTRACK -s 169.254.20.10/32 -p udp -m udp --sport 53 -m comment --comment \"from node-local DNS\" -j NOTRACK\n\
+             -A HAWSER-DNS-NOTRACK -d 169.254.20.10/32 -p tcp -m tcp --dport 53 -m comment --comment \"to node-local DNS\" -j NOTRACK\n\
+             -A HAWSER-DNS-NOTRACK -s 169.254.20.10/32 -p tcp -m tcp --sport 53 -m comment --comment \"from node-local DNS\" -j NOTRACK\n\
+             -I PREROUTING 1 -m comment --comment \"hawser node-local DNS\" -j HAWSER-DNS-NOTRACK\n\
+             -I OUTPUT 1 -m comment --comment \"hawser node-local DNS\" -j HAWSER-DNS-NOTRACK\n\
              COMMIT\n"
         );
     }
 
     #[test]
     fn ensuring_again_adds_no_second_jump() {
-        let (pod, cluster) = cidrs();
-        let input = ensure_input(pod, cluster, &Saved::parse(crate::iptables::SAVED_SAMPLE));
+        let input = ensure_input(inputs(), &Saved::parse(crate::iptables::SAVED_SAMPLE));
         assert!(!input.contains("-I "), "{input}");
         assert!(input.contains(":HAWSER-POD-EGRESS - [0:0]\n-A HAWSER-POD-EGRESS "), "the chain is emptied and refilled: {input}");
     }
@@ -144,6 +196,12 @@ mod tests {
              -D FORWARD -m comment --comment \"hawser pod forwarding\" -j HAWSER-POD-FORWARD\n\
              :HAWSER-POD-FORWARD - [0:0]\n\
              -X HAWSER-POD-FORWARD\n\
+             COMMIT\n\
+             *raw\n\
+             -D PREROUTING -m comment --comment \"hawser node-local DNS\" -j HAWSER-DNS-NOTRACK\n\
+             -D OUTPUT -m comment --comment \"hawser node-local DNS\" -j HAWSER-DNS-NOTRACK\n\
+             :HAWSER-DNS-NOTRACK - [0:0]\n\
+             -X HAWSER-DNS-NOTRACK\n\
              COMMIT\n"
         );
     }

@@ -11,7 +11,7 @@
 //! MTU lost to headers.
 //!
 //! Everything is made through netlink (no `ip` binary), sysctls through
-//! `/proc/sys`, and the two iptables chains through `iptables-restore`.
+//! `/proc/sys`, and the iptables chains through `iptables-restore`.
 //! Every operation is idempotent and converges on the desired state, so a
 //! restarted agent simply runs the same calls again.
 //!
@@ -28,11 +28,14 @@
 //! - `bridge`: the node bridge and its gateway address.
 //! - `pod`: a pod's veth pair, `eth0` inside, its address and default route.
 //! - `routes`: routes to other nodes' pod CIDRs, and the default MTU.
-//! - `iptables`: masquerading of pod egress and forwarding of pod traffic.
+//! - `iptables`: masquerading of pod egress, forwarding of pod traffic, and
+//!   no connection tracking for node-local DNS.
+//! - [`local_dns`]: the link holding the node-local DNS addresses.
 //! - `netlink`: connections into a namespace and error context.
 mod bridge;
 pub mod ipam;
 mod iptables;
+pub mod local_dns;
 mod netlink;
 mod pod;
 mod routes;
@@ -84,6 +87,10 @@ pub struct Config {
     pub mtu: Option<u32>,
     /// Which iptables programs the masquerade and forward chains go through.
     pub iptables: crate::iptables::Backend,
+    /// The addresses the node's DNS server answers on, held by the
+    /// [`local_dns::LINK`] link and exempt from connection tracking;
+    /// none: no link.
+    pub local_dns: Vec<Ipv4Addr>,
 }
 
 impl Config {
@@ -96,6 +103,7 @@ impl Config {
             cluster_cidr: CLUSTER_CIDR,
             mtu: None,
             iptables: Default::default(),
+            local_dns: Vec::new(),
         }
     }
 }
@@ -187,8 +195,12 @@ impl NodeNetwork {
     ///   the cluster CIDR) jumped to from POSTROUTING, and the
     ///   `HAWSER-POD-FORWARD` filter chain (ACCEPT to and from the pod CIDR)
     ///   jumped to from FORWARD, so a host whose FORWARD policy is DROP (as
-    ///   Docker leaves it) still forwards pod traffic; one
-    ///   `iptables-restore --noflush` input.
+    ///   Docker leaves it) still forwards pod traffic, and the
+    ///   `HAWSER-DNS-NOTRACK` raw chain (NOTRACK for DNS to and from the
+    ///   `local_dns` addresses) jumped to from PREROUTING and OUTPUT; one
+    ///   `iptables-restore --noflush` input;
+    /// - the [`local_dns::LINK`] link with exactly the `local_dns`
+    ///   addresses (removed when there are none).
     ///
     /// bridge-nf is left on, and turned on for this bridge whatever the
     /// global sysctl says (where `br_netfilter` is loaded): the service proxy
@@ -196,7 +208,7 @@ impl NodeNetwork {
     /// the same bridge is bridged, not routed, so only bridge-nf lets
     /// conntrack undo the DNAT (and it is what makes hairpin work).
     pub async fn setup(config: Config) -> Result<Self, NetworkError> {
-        let Config { state_dir, bridge, pod_cidr, cluster_cidr, mtu, iptables: backend } = config;
+        let Config { state_dir, bridge, pod_cidr, cluster_cidr, mtu, iptables: backend, local_dns } = config;
         check_bridge_name(&bridge)?;
         let (pod_cidr, cluster_cidr) = (normalized(pod_cidr), normalized(cluster_cidr));
         let ipam = blocking(|| format!("opening the pod address store for {pod_cidr}"), move || Ipam::open(&state_dir, pod_cidr)).await?;
@@ -207,7 +219,12 @@ impl NodeNetwork {
         };
         bridge::ensure(&netlink, &bridge, Ipv4Network::new(ipam.gateway(), pod_cidr.prefix()).expect("prefix of a network"), mtu).await?;
         enable_ip_forward()?;
-        iptables::ensure(backend, pod_cidr, cluster_cidr).await?;
+        if local_dns.is_empty() {
+            local_dns::delete(&netlink).await?;
+        } else {
+            local_dns::ensure(&netlink, &local_dns).await?;
+        }
+        iptables::ensure(backend, iptables::Inputs { pod_cidr, cluster_cidr, local_dns: &local_dns }).await?;
         Ok(Self { on_pod_netns: None, bridge, pod_cidr, cluster_cidr, mtu, backend, ipam: Arc::new(ipam), netlink })
     }
 
@@ -313,6 +330,7 @@ impl NodeNetwork {
             results.push(self.detach_pod(&owner).await);
         }
         results.push(bridge::delete(&self.netlink, &self.bridge).await);
+        results.push(local_dns::delete(&self.netlink).await);
         results.push(routes::sync(&self.netlink, self.pod_cidr, &[]).await);
         results.push(iptables::remove(self.backend).await);
         all_ok("tearing down the pod network", results)

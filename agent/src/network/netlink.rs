@@ -12,12 +12,15 @@
 use super::NetworkError;
 use super::ipam::IpamError;
 use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
 use std::fs::File;
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{FromRawFd, IntoRawFd};
 
 /// A netlink route connection; its driver task ends when it is dropped.
@@ -76,6 +79,48 @@ impl Netlink {
             result => result,
         }
     }
+}
+
+/// Gives the link `index` (described as `what` in errors) exactly the IPv4
+/// addresses `wanted`: others are removed, missing ones added.
+pub(crate) async fn ensure_only_addresses(netlink: &Netlink, what: &str, index: u32, wanted: &[Ipv4Network]) -> Result<(), NetworkError> {
+    let addresses: Vec<AddressMessage> = netlink
+        .handle()
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .with_context(|| format!("listing the addresses of {what}"))?;
+    let mut present = Vec::new();
+    for address in addresses {
+        let Some(ip) = ipv4_of(&address) else { continue };
+        if wanted.iter().any(|w| w.ip() == ip && w.prefix() == address.header.prefix_len) {
+            present.push(ip);
+            continue;
+        }
+        let stale = format!("{ip}/{}", address.header.prefix_len);
+        netlink.handle().address().del(address).execute().await.with_context(|| format!("removing stale address {stale} from {what}"))?;
+    }
+    for address in wanted.iter().filter(|w| !present.contains(&w.ip())) {
+        netlink
+            .handle()
+            .address()
+            .add(index, IpAddr::V4(address.ip()), address.prefix())
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("adding address {address} to {what}"))?;
+    }
+    Ok(())
+}
+
+fn ipv4_of(address: &AddressMessage) -> Option<Ipv4Addr> {
+    address.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })
 }
 
 /// Runs on a thread of its own, which ends right after.

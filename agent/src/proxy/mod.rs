@@ -71,6 +71,10 @@ pub struct ProxyConfig {
     pub min_sync_period: Duration,
     /// `--proxy-sync-period`: the full resync (kube-proxy: 30 s).
     pub sync_period: Duration,
+    /// Cluster IPs the agent answers at itself (the `kube-dns` Service's,
+    /// which the node-local DNS server holds): not programmed, so traffic
+    /// to them stays on the node.
+    pub locally_served: BTreeSet<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +126,9 @@ pub async fn cleanup(iptables: Backend, pin_dir: &std::path::Path) -> Result<(),
 const RETRY: Backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30), factor: 2.0 };
 
 /// Runs the proxy until the task is dropped: over `datapath` (the eBPF
-/// backend) when given, else with iptables.
-pub async fn run(client: kube::Client, config: ProxyConfig, datapath: Option<ebpf::DataPath>) {
-    let services: Informer<Service> = Informer::start(client.clone());
-    let slices: Informer<EndpointSlice> = Informer::start(client);
+/// backend) when given, else with iptables, from the `services` and
+/// `slices` caches (shared with cluster DNS).
+pub async fn run(services: Informer<Service>, slices: Informer<EndpointSlice>, config: ProxyConfig, datapath: Option<ebpf::DataPath>) {
     let tracker = Arc::new(ChangeTracker::default());
     {
         let tracker = tracker.clone();
@@ -238,6 +241,10 @@ impl SyncLoop {
     /// `key`'s service ports as the caches have them now.
     fn service_ports(&self, key: &ObjectKey) -> Vec<state::ServicePort> {
         let Some(service) = self.services.get(key) else { return Vec::new() };
+        let cluster_ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).and_then(|ip| ip.parse().ok());
+        if cluster_ip.is_some_and(|ip| self.config.locally_served.contains(&ip)) {
+            return Vec::new();
+        }
         let slices: Vec<Arc<EndpointSlice>> = self.tracker.slices_of(key).iter().filter_map(|k| self.slices.get(k)).collect();
         state::service_ports(&service, slices.iter().map(|s| &**s), &self.config.node_name)
     }

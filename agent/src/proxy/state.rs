@@ -32,7 +32,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    fn parse(text: Option<&str>) -> Option<Self> {
+    /// A Service or EndpointSlice port's protocol (unset: TCP).
+    pub fn parse(text: Option<&str>) -> Option<Self> {
         match text.unwrap_or("TCP") {
             "TCP" => Some(Protocol::Tcp),
             "UDP" => Some(Protocol::Udp),

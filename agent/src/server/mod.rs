@@ -53,6 +53,8 @@ where
 /// What the handlers share.
 pub(crate) struct State {
     tokens: Vec<String>,
+    /// What `/metrics` shows (Prometheus text format).
+    metrics: Arc<prometheus_client::registry::Registry>,
     runtime: Arc<dyn Runtime>,
     pods: Arc<dyn PodLookup>,
 }
@@ -122,9 +124,18 @@ fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(logs::container_logs))
         .route("/exec/{namespace}/{pod}/{container}", get(exec::exec).post(exec::exec))
-        .fallback(|| async { Failure::not_found("the agent serves /containerLogs and /exec only") })
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Failure::not_found("the agent serves /containerLogs, /exec and /metrics only") })
         .layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate))
         .with_state(state)
+}
+
+async fn metrics(Shared(state): Shared<Arc<State>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Err(e) => Failure::internal(format!("encoding the metrics: {e}")).into_response(),
+    }
 }
 
 async fn authenticate(Shared(state): Shared<Arc<State>>, request: Request, next: Next) -> Response {
@@ -144,17 +155,19 @@ pub struct AgentServer {
 impl AgentServer {
     /// Binds `listen` (`0.0.0.0:10250` in a deployment) and makes the
     /// certificate. Requests must carry one of `tokens`; `runtime` runs the
-    /// containers and `pods` says which pods are on this node.
+    /// containers, `pods` says which pods are on this node and `/metrics`
+    /// shows `metrics`.
     pub async fn bind(
         listen: SocketAddr,
         tokens: Vec<String>,
         runtime: Arc<dyn Runtime>,
         pods: Arc<dyn PodLookup>,
+        metrics: Arc<prometheus_client::registry::Registry>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(tokens.iter().any(|t| !t.trim().is_empty()), "the agent server needs a token to check requests against");
         let tls = self_signed_tls(listen)?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding the agent server to {listen}"))?;
-        let state = Arc::new(State { tokens, runtime, pods });
+        let state = Arc::new(State { tokens, metrics, runtime, pods });
         Ok(Self { listener, tls, router: router(state) })
     }
 
@@ -238,6 +251,7 @@ mod tests {
     fn only_known_tokens_authenticate() {
         let state = State {
             tokens: vec!["secret".into()],
+            metrics: Default::default(),
             runtime: Arc::new(crate::runtime::process::ProcessRuntime::new(
                 "/nonexistent".into(),
                 crate::runtime::process::Cgroup { unified: "/nonexistent".into(), v1: None },

@@ -332,6 +332,33 @@ async fn ensure_object(
     Ok(())
 }
 
+/// Creates the `kube-dns` Service in `kube-system` when missing: the
+/// address pods' resolv.conf names. It has no selector and no endpoints:
+/// every agent answers at that address itself (node-local DNS), and its
+/// proxy leaves the address alone. A cluster whose store already gave the
+/// address to another Service keeps running without it, with a warning.
+async fn create_dns_service(api: &Arc<Api>) {
+    let services = resources::lookup("", "v1", "services").expect("served");
+    let t = Target { info: services, namespace: Some("kube-system".into()), name: None, subresource: None };
+    let body = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "Hawser-DNS"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": api.ranges.dns_service_ip().to_string(),
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        }
+    });
+    match api.create(&t, &Query::default(), body).await {
+        Ok(_) => tracing::info!(ip = %api.ranges.dns_service_ip(), "created the kube-dns service"),
+        Err(e) if e.code == 409 => {}
+        Err(e) => tracing::warn!(error = e.message, "creating the kube-dns service; cluster DNS has no service address"),
+    }
+}
+
 /// Creates the system namespaces and the `kubernetes` Service when missing,
 /// and points the Service at this server.
 pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
@@ -361,6 +388,7 @@ pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
         Err(e) if e.code == 409 => {}
         Err(e) => anyhow::bail!("creating the kubernetes service: {}", e.message),
     }
+    create_dns_service(api).await;
     publish_api_endpoints(api).await?;
     resume(api).await
 }

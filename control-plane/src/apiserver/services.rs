@@ -36,6 +36,12 @@ impl Ranges {
     pub fn api_service_ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.cluster_ips.network()) + 1)
     }
+
+    /// The `kube-dns` Service's address: the range's tenth, as kubeadm
+    /// chooses it (10.96.0.10 in the default range).
+    pub fn dns_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.cluster_ips.network()) + 10)
+    }
 }
 
 /// What a Service holds: its cluster IP (if any) and NodePorts (with its

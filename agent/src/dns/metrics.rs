@@ -1,0 +1,82 @@
+//! The DNS server's Prometheus metrics (named as CoreDNS names its own, so
+//! existing dashboards read them): requests, responses by rcode, cache hits
+//! and misses, upstream latency.
+
+use hickory_server::proto::op::ResponseCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// The rcode as dig and CoreDNS print it.
+fn mnemonic(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        _ => "OTHER",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    proto: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RcodeLabels {
+    rcode: &'static str,
+}
+
+pub struct Metrics {
+    requests: Family<ProtocolLabels, Counter>,
+    responses: Family<RcodeLabels, Counter>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    upstream: Histogram,
+}
+
+impl Metrics {
+    /// New metrics, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics {
+            requests: Family::default(),
+            responses: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            upstream: Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]),
+        };
+        let dns = registry.sub_registry_with_prefix("hawser_dns");
+        dns.register("requests", "DNS requests received, by transport", metrics.requests.clone());
+        dns.register("responses", "DNS responses sent, by rcode", metrics.responses.clone());
+        dns.register("cache_hits", "Forwarded names answered from the cache", metrics.cache_hits.clone());
+        dns.register("cache_misses", "Forwarded names asked of the upstream servers", metrics.cache_misses.clone());
+        dns.register("upstream_request_duration_seconds", "Time to an upstream answer", metrics.upstream.clone());
+        metrics
+    }
+
+    pub fn request(&self, tcp: bool) {
+        self.requests.get_or_create(&ProtocolLabels { proto: if tcp { "tcp" } else { "udp" } }).inc();
+    }
+
+    pub fn response(&self, rcode: ResponseCode) {
+        self.responses.get_or_create(&RcodeLabels { rcode: mnemonic(rcode) }).inc();
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
+    }
+
+    pub fn cache_miss(&self) {
+        self.cache_misses.inc();
+    }
+
+    pub fn upstream_latency(&self, elapsed: Duration) {
+        self.upstream.observe(elapsed.as_secs_f64());
+    }
+}
