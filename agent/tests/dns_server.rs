@@ -54,15 +54,18 @@ async fn start() -> TestServer {
     .unwrap();
     zone.set_service(&ObjectKey::new("default", "many"), Some(&many), [&slice]);
     let metrics = Arc::new(Metrics::register(&mut Default::default()));
-    let handler = Handler { zone: Arc::new(RwLock::new(zone)), upstream: Arc::new(Upstream::new("", &[], metrics.clone())), metrics };
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-    let mut server = hawser_agent::dns::serve(handler, vec![udp], vec![tcp]);
+    let handler = Handler {
+        zone: Arc::new(RwLock::new(zone)),
+        zone_version: Default::default(),
+        upstream: Arc::new(Upstream::new("", &[], metrics.clone())),
+        metrics,
+    };
+    let server = hawser_agent::dns::listen(handler, &["127.0.0.1:0".parse().unwrap()]).await.unwrap();
+    let address = server.addresses[0];
     let task = tokio::spawn(async move {
-        let _ = server.block_until_done().await;
+        let _ = server.run().await;
     });
-    TestServer { udp: udp_addr, tcp: tcp_addr, task }
+    TestServer { udp: address, tcp: address, task }
 }
 
 fn query(id: u16, name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {

@@ -6,6 +6,7 @@
 //! while a test panics) kills the server and removes the dir, and a panicking
 //! test gets the tail of the server log printed so the failure explains itself.
 
+pub mod dnsmasq;
 pub mod docker;
 pub mod kwok;
 pub mod netns;

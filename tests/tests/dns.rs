@@ -6,14 +6,14 @@
 //! the node's server with either backend.
 
 use futures::StreamExt;
+use hawser_tests::dnsmasq::Dnsmasq;
 use hawser_tests::netns::Netns;
 use hawser_tests::nodes::{AgentHost, NetnsCluster, Runtime};
 use hawser_tests::pods::{node_of, pod_ip, pod_name, ready_pods, test_server_rc as rc};
 use hawser_tests::poll_until;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -41,57 +41,19 @@ const UPSTREAM: &str = "127.0.0.53";
 /// How many addresses `big.example.test` has: more than one UDP answer holds.
 const BIG: usize = 100;
 
-/// dnsmasq in a node's namespace, answering `www.example.test` (192.0.2.7)
-/// and `big.example.test` ([`BIG`] addresses), NXDOMAIN for the rest of
-/// example.test; killed on drop.
-struct Upstream {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Upstream {
-    fn start(ns: &Netns) -> Self {
-        let dir = tempfile::Builder::new().prefix("hawser-dns-upstream-").tempdir().unwrap();
-        let hosts = dir.path().join("hosts");
-        let lines: String = (0..BIG).map(|i| format!("192.0.2.{} big.example.test\n", 100 + i)).collect();
-        std::fs::write(&hosts, lines).unwrap();
-        let mut child = ns
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                "--pid-file=",
-                "--bind-interfaces",
-                &format!("--listen-address={UPSTREAM}"),
-                "--port=53",
-                "--local=/example.test/",
-                "--host-record=www.example.test,192.0.2.7",
-                &format!("--addn-hosts={}", hosts.display()),
-                "--log-facility=-",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start dnsmasq (cargo xtask deps installs dnsmasq-base)");
-        // Listening once it says it started.
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let started = lines.by_ref().take(20).map_while(Result::ok).any(|l| l.contains("started"));
-        std::thread::spawn(move || lines.for_each(drop));
-        assert!(started, "dnsmasq did not start");
-        Upstream { child, _dir: dir }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The test's upstream in node `ns`: `www.example.test` (192.0.2.7) and
+/// `big.example.test` ([`BIG`] addresses), NXDOMAIN for the rest of
+/// example.test.
+fn upstream(ns: &Netns, dir: &std::path::Path) -> Dnsmasq {
+    let hosts = dir.join("hosts");
+    let lines: String = (0..BIG).map(|i| format!("192.0.2.{} big.example.test\n", 100 + i)).collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let args = [
+        "--local=/example.test/".to_string(),
+        "--host-record=www.example.test,192.0.2.7".to_string(),
+        format!("--addn-hosts={}", hosts.display()),
+    ];
+    Dnsmasq::start(ns, UPSTREAM, &args)
 }
 
 /// Every change to the EndpointSlices of Service `service` (default
@@ -157,7 +119,7 @@ fn pods_resolve_services_by_the_kubernetes_dns_spec(mode: &str) {
     std::fs::write(&resolv_conf, format!("nameserver {UPSTREAM}\nsearch example.test\n")).unwrap();
     let c = NetnsCluster::start_with(1, &[], &["--proxy-mode", mode, "--resolv-conf", resolv_conf.to_str().unwrap()]);
     let n1 = c.node("n1");
-    let _upstream = Upstream::start(&n1.ns);
+    let _upstream = upstream(&n1.ns, dir.path());
     c.apply("web.yaml", &rc(Runtime::Process, "web", 1), &[]);
     c.apply(
         "web-svc.yaml",

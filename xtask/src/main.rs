@@ -137,6 +137,15 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         driver_args: Vec<String>,
     },
+    /// Cluster DNS on a real one-node cluster beside dnsmasq serving the
+    /// same Service names from a hosts file: dnsperf queries/s and latency
+    /// for cluster names and cached external names. Flags go to the driver
+    /// (`--services 10000`, `--seconds`, `--rounds`, ...); results under
+    /// target/bench/dns/.
+    Dns {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        driver_args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -152,6 +161,7 @@ fn main() {
         Task::Bench { bench: Bench::Controllers { driver_args } } => bench_control_plane("controllers", &driver_args),
         Task::Bench { bench: Bench::Pods { driver_args } } => bench_pods(&driver_args),
         Task::Bench { bench: Bench::Proxy { driver_args } } => bench_proxy(&driver_args),
+        Task::Bench { bench: Bench::Dns { driver_args } } => bench_dns(&driver_args),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
@@ -504,6 +514,18 @@ fn bench_proxy(driver_args: &[String]) -> Result<()> {
         driver.arg("--out").arg(&out);
     }
     run("proxy_bench", driver.args(driver_args))
+}
+
+/// `cargo xtask bench dns`: the driver builds its own one-node netns
+/// cluster from the release binaries.
+fn bench_dns(driver_args: &[String]) -> Result<()> {
+    deps()?;
+    run("cargo build --release", cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    let mut driver = Command::new(target_dir()?.join("release").join("dns_bench"));
+    if !driver_args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+        driver.arg("--out").arg(target_dir()?.join("bench").join("dns"));
+    }
+    run("dns_bench", driver.args(driver_args))
 }
 
 /// Where the development cluster's `serve` process keeps its files.

@@ -12,14 +12,19 @@ use hickory_server::proto::rr::{DNSClass, LowerName, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 /// The largest UDP answer we send to a client that allows more (the DNS
 /// flag day 2020 value, below common path MTUs).
 const MAX_UDP_PAYLOAD: u16 = 1232;
 
+/// Cheap to clone: every part is shared.
+#[derive(Clone)]
 pub struct Handler {
     pub zone: Arc<RwLock<Zone>>,
+    /// Bumped after every change to the zone (answers cached before it are stale).
+    pub zone_version: Arc<AtomicU64>,
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
 }
@@ -53,7 +58,8 @@ impl Handler {
                 let forwarded = self.upstream.resolve(&LowerName::new(&target), qtype).await;
                 let mut answers = vec![*cname];
                 answers.extend(forwarded.answers);
-                Reply { rcode: forwarded.rcode, authoritative: true, answers, authorities: forwarded.authorities, additionals: Vec::new() }
+                // Not authoritative: the rest is upstream data.
+                Reply { rcode: forwarded.rcode, authoritative: false, answers, authorities: forwarded.authorities, additionals: Vec::new() }
             }
             Answer::NotOurs => {
                 let forwarded = self.upstream.resolve(name, qtype).await;

@@ -38,6 +38,7 @@ pub struct Metrics {
     responses: Family<RcodeLabels, Counter>,
     cache_hits: Counter,
     cache_misses: Counter,
+    answer_cache_hits: Counter,
     upstream: Histogram,
 }
 
@@ -49,6 +50,7 @@ impl Metrics {
             responses: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            answer_cache_hits: Counter::default(),
             upstream: Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]),
         };
         let dns = registry.sub_registry_with_prefix("hawser_dns");
@@ -56,6 +58,11 @@ impl Metrics {
         dns.register("responses", "DNS responses sent, by rcode", metrics.responses.clone());
         dns.register("cache_hits", "Forwarded names answered from the cache", metrics.cache_hits.clone());
         dns.register("cache_misses", "Forwarded names asked of the upstream servers", metrics.cache_misses.clone());
+        dns.register(
+            "answer_cache_hits",
+            "Cluster names answered with an encoded answer kept from before",
+            metrics.answer_cache_hits.clone(),
+        );
         dns.register("upstream_request_duration_seconds", "Time to an upstream answer", metrics.upstream.clone());
         metrics
     }
@@ -70,6 +77,11 @@ impl Metrics {
 
     pub fn cache_hit(&self) {
         self.cache_hits.inc();
+    }
+
+    pub fn cache_answer(&self, rcode: ResponseCode) {
+        self.answer_cache_hits.inc();
+        self.response(rcode);
     }
 
     pub fn cache_miss(&self) {

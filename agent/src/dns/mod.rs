@@ -19,12 +19,14 @@
 //! # Layout
 //! - [`zone`]: the cluster zone's records and lookups (no I/O).
 //! - [`handler`]: a query to an answer: the zone or the upstream servers.
+//! - [`udp`]: the UDP sockets (one per core) and the answer cache in front.
 //! - [`upstream`]: forwarding and the TTL-honouring cache.
 //! - [`metrics`]: requests, responses by rcode, cache hits, upstream latency.
 
 pub mod handler;
 pub mod metrics;
 pub mod names;
+pub mod udp;
 pub mod upstream;
 pub mod zone;
 
@@ -35,6 +37,7 @@ use hickory_server::Server;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -84,37 +87,69 @@ pub async fn run(
 
     let ours: Vec<IpAddr> = config.listen.iter().map(|ip| IpAddr::V4(*ip)).collect();
     let upstream = upstream::Upstream::new(&config.resolv_conf, &ours, metrics.clone());
-    let handler = handler::Handler { zone: zone.clone(), upstream: Arc::new(upstream), metrics };
-    let (mut udp, mut tcp) = (Vec::new(), Vec::new());
-    for ip in &config.listen {
-        let address = SocketAddr::from((*ip, config.port));
-        udp.push(tokio::net::UdpSocket::bind(address).await.with_context(|| format!("binding DNS to udp {address}"))?);
-        tcp.push(tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding DNS to tcp {address}"))?);
-    }
-    let mut server = serve(handler, udp, tcp);
+    let zone_version = Arc::new(AtomicU64::new(0));
+    let handler = handler::Handler { zone: zone.clone(), zone_version: zone_version.clone(), upstream: Arc::new(upstream), metrics };
+    let addresses: Vec<SocketAddr> = config.listen.iter().map(|ip| SocketAddr::from((*ip, config.port))).collect();
+    let server = listen(handler, &addresses).await?;
     tracing::info!(listen = ?config.listen, port = config.port, services = zone.read().unwrap().services(), "cluster DNS serving");
     let updating = async {
         loop {
             tracker.wait().await;
             apply_changes(&zone, &tracker, &services, &slices);
+            zone_version.fetch_add(1, Ordering::AcqRel);
         }
     };
     tokio::select! {
-        result = server.block_until_done() => result.context("the DNS server stopped"),
+        result = server.run() => result,
         _ = updating => unreachable!("the update loop runs for good"),
     }
 }
 
-/// A server answering with `handler` on the bound sockets.
-pub fn serve(handler: handler::Handler, udp: Vec<tokio::net::UdpSocket>, tcp: Vec<tokio::net::TcpListener>) -> Server<handler::Handler> {
-    let mut server = Server::new(handler);
-    for socket in udp {
-        server.register_socket(socket);
+/// A DNS server bound to its addresses.
+pub struct Listening {
+    /// Where it answers over UDP and TCP (as bound: a port 0 asked for is
+    /// the one the kernel gave, the same for both).
+    pub addresses: Vec<SocketAddr>,
+    udp: Vec<tokio::task::JoinHandle<()>>,
+    tcp: Server<handler::Handler>,
+}
+
+impl Listening {
+    /// Serves until a listener fails; its sockets close when dropped.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let udp = futures::future::select_all(self.udp.iter_mut());
+        tokio::select! {
+            result = self.tcp.block_until_done() => result.context("the DNS server's TCP listeners stopped"),
+            _ = udp => anyhow::bail!("a DNS UDP socket stopped"),
+        }
     }
-    for listener in tcp {
-        server.register_listener(listener, TCP_IDLE, TCP_RESPONSES_QUEUED);
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        for task in &self.udp {
+            task.abort();
+        }
+        self.tcp.shutdown_token().cancel();
     }
-    server
+}
+
+/// Binds TCP and UDP on each of `addresses` and starts answering with
+/// `handler`: UDP through [`udp`] (its answer cache in front), TCP through
+/// hickory-server's listener.
+pub async fn listen(handler: handler::Handler, addresses: &[SocketAddr]) -> anyhow::Result<Listening> {
+    let cache = Arc::new(udp::AnswerCache::new(handler.zone_version.clone()));
+    let shared = Arc::new(handler.clone());
+    let mut tcp = Server::new(handler);
+    let (mut bound, mut udp_tasks) = (Vec::new(), Vec::new());
+    for address in addresses {
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding DNS to tcp {address}"))?;
+        let address = listener.local_addr()?;
+        tcp.register_listener(listener, TCP_IDLE, TCP_RESPONSES_QUEUED);
+        udp_tasks.extend(udp::serve(address, shared.clone(), cache.clone()).with_context(|| format!("binding DNS to udp {address}"))?);
+        bound.push(address);
+    }
+    Ok(Listening { addresses: bound, udp: udp_tasks, tcp })
 }
 
 /// Rebuilds the names of every Service changed since the last call.
