@@ -156,6 +156,46 @@ fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_server::proto::rr::RData;
+    use hickory_server::proto::rr::rdata::A;
+
+    fn upstream() -> Upstream {
+        Upstream::new("", &[], Arc::new(Metrics::register(&mut Default::default())))
+    }
+
+    fn key(name: &str) -> (LowerName, RecordType) {
+        (LowerName::new(&Name::from_ascii(name).unwrap()), RecordType::A)
+    }
+
+    #[test]
+    fn cached_answers_age_and_expire_with_their_ttl() {
+        let upstream = upstream();
+        let record = Record::from_rdata(Name::from_ascii("www.example.test.").unwrap(), 300, RData::A(A::new(192, 0, 2, 7)));
+        let answer = Forwarded { rcode: ResponseCode::NoError, answers: vec![record], authorities: Vec::new() };
+        upstream.store(key("www.example.test."), answer, 300);
+        // As if stored 100 s ago.
+        upstream.cache.lock().unwrap().values_mut().for_each(|e| e.stored -= Duration::from_secs(100));
+        let aged = upstream.cached(&key("www.example.test.")).expect("still cached");
+        assert_eq!(aged.answers[0].ttl, 200, "the TTL counts down");
+        upstream.cache.lock().unwrap().values_mut().for_each(|e| e.stored -= Duration::from_secs(200));
+        assert!(upstream.cached(&key("www.example.test.")).is_none(), "gone once the TTL ran out");
+    }
+
+    #[test]
+    fn a_negative_answer_is_kept_for_its_negative_ttl() {
+        let upstream = upstream();
+        let answer = Forwarded { rcode: ResponseCode::NXDomain, answers: Vec::new(), authorities: Vec::new() };
+        upstream.store(key("missing.example.test."), answer, 30);
+        assert_eq!(upstream.cached(&key("missing.example.test.")).unwrap().rcode, ResponseCode::NXDomain);
+        upstream.cache.lock().unwrap().values_mut().for_each(|e| e.stored -= Duration::from_secs(30));
+        assert!(upstream.cached(&key("missing.example.test.")).is_none());
+    }
+
+    #[tokio::test]
+    async fn without_upstream_servers_other_names_fail() {
+        let answer = upstream().resolve(&key("www.example.test.").0, RecordType::A).await;
+        assert_eq!(answer.rcode, ResponseCode::ServFail);
+    }
 
     #[test]
     fn nameservers_come_from_the_nameserver_lines() {
