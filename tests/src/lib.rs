@@ -14,6 +14,27 @@ pub mod nodes;
 pub mod pods;
 pub mod stats;
 
+/// `#[test]` wrappers running each function named for every proxy mode
+/// (module `iptables` and module `ebpf`, each test calling the function
+/// with its mode): a new backend joins by adding its mode here.
+#[macro_export]
+macro_rules! on_every_proxy_mode {
+    ($($test:ident),* $(,)?) => {
+        mod iptables {
+            $(#[test]
+            fn $test() {
+                super::$test("iptables")
+            })*
+        }
+        mod ebpf {
+            $(#[test]
+            fn $test() {
+                super::$test("ebpf")
+            })*
+        }
+    };
+}
+
 /// The manifests under `tests/manifests/`, shared by the test files.
 pub mod manifests {
     /// Pod `web` (labels app=web, tier=frontend), one container with a named port and an env var.

@@ -17,24 +17,7 @@ use std::process::Output;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-macro_rules! on_every_mode {
-    ($($test:ident),* $(,)?) => {
-        mod iptables {
-            $(#[test]
-            fn $test() {
-                super::$test("iptables")
-            })*
-        }
-        mod ebpf {
-            $(#[test]
-            fn $test() {
-                super::$test("ebpf")
-            })*
-        }
-    };
-}
-
-on_every_mode!(pods_resolve_services_by_the_kubernetes_dns_spec);
+hawser_tests::on_every_proxy_mode!(pods_resolve_services_by_the_kubernetes_dns_spec);
 
 /// Where the test's upstream server listens, inside node n1.
 const UPSTREAM: &str = "127.0.0.53";

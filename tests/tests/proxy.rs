@@ -3,8 +3,7 @@
 //! from the nodes' own namespaces and from a client host on the underlay.
 //!
 //! Every check is written once as a function of the proxy mode and run for
-//! each mode by [`on_every_mode`]: a new backend joins by adding its mode
-//! there.
+//! each mode by [`hawser_tests::on_every_proxy_mode`].
 
 use hawser_tests::netns::Netns;
 use hawser_tests::nodes::{AgentHost, NetnsCluster, Runtime, test_server_binary, test_server_command};
@@ -16,25 +15,7 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `#[test]` wrappers running each function named for every proxy mode.
-macro_rules! on_every_mode {
-    ($($test:ident),* $(,)?) => {
-        mod iptables {
-            $(#[test]
-            fn $test() {
-                super::$test("iptables")
-            })*
-        }
-        mod ebpf {
-            $(#[test]
-            fn $test() {
-                super::$test("ebpf")
-            })*
-        }
-    };
-}
-
-on_every_mode!(
+hawser_tests::on_every_proxy_mode!(
     cluster_ips_and_node_ports_reach_every_endpoint_from_pods_nodes_and_outside,
     local_traffic_policy_keeps_the_client_address_and_answers_health_checks,
     unready_and_missing_endpoints_stop_traffic_at_once_and_udp_follows_a_replaced_pod,
