@@ -72,15 +72,7 @@ pub async fn run(
     metrics: Arc<metrics::Metrics>,
 ) -> anyhow::Result<()> {
     let zone = Arc::new(RwLock::new(zone::Zone::new(&config.domain, config.ttl).map_err(anyhow::Error::msg)?));
-    let tracker = Arc::new(ChangeTracker::default());
-    {
-        let tracker = tracker.clone();
-        services.on_change(move |change| tracker.service_changed(ObjectKey::of(change.object())));
-    }
-    {
-        let tracker = tracker.clone();
-        slices.on_change(move |change| tracker.slice_changed(change));
-    }
+    let tracker = ChangeTracker::watching(&services, &slices);
     services.wait_synced().await;
     slices.wait_synced().await;
     apply_changes(&zone, &tracker, &services, &slices);

@@ -129,15 +129,7 @@ const RETRY: Backoff = Backoff { initial: Duration::from_secs(1), max: Duration:
 /// backend) when given, else with iptables, from the `services` and
 /// `slices` caches (shared with cluster DNS).
 pub async fn run(services: Informer<Service>, slices: Informer<EndpointSlice>, config: ProxyConfig, datapath: Option<ebpf::DataPath>) {
-    let tracker = Arc::new(ChangeTracker::default());
-    {
-        let tracker = tracker.clone();
-        services.on_change(move |change| tracker.service_changed(ObjectKey::of(change.object())));
-    }
-    {
-        let tracker = tracker.clone();
-        slices.on_change(move |change| tracker.slice_changed(change));
-    }
+    let tracker = ChangeTracker::watching(&services, &slices);
     // Until both caches are full, a sync would remove the rules of
     // services not yet seen: the previous run's rules stay until then.
     services.wait_synced().await;

@@ -5,9 +5,11 @@
 //! one, so none is lost.
 
 use super::state::SERVICE_NAME_LABEL;
-use hawser_runtime::{Change, ObjectKey};
+use hawser_runtime::{Change, Informer, ObjectKey};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
@@ -27,6 +29,17 @@ struct Inner {
 }
 
 impl ChangeTracker {
+    /// A tracker fed by every change the `services` and `slices` caches see
+    /// (the ones already cached count as added).
+    pub fn watching(services: &Informer<Service>, slices: &Informer<EndpointSlice>) -> Arc<Self> {
+        let tracker = Arc::new(ChangeTracker::default());
+        let on_service = tracker.clone();
+        services.on_change(move |change| on_service.service_changed(ObjectKey::of(change.object())));
+        let on_slice = tracker.clone();
+        slices.on_change(move |change| on_slice.slice_changed(change));
+        tracker
+    }
+
     pub fn service_changed(&self, key: ObjectKey) {
         self.inner.lock().unwrap().pending.insert(key);
         self.changed.notify_one();

@@ -332,15 +332,56 @@ async fn ensure_object(
     Ok(())
 }
 
-/// Creates the `kube-dns` Service in `kube-system` when missing: the
-/// address pods' resolv.conf names. It has no selector and no endpoints:
-/// every agent answers at that address itself (node-local DNS), and its
-/// proxy leaves the address alone. A cluster whose store already gave the
-/// address to another Service keeps running without it, with a warning.
-async fn create_dns_service(api: &Arc<Api>) {
-    let services = resources::lookup("", "v1", "services").expect("served");
-    let t = Target { info: services, namespace: Some("kube-system".into()), name: None, subresource: None };
-    let body = json!({
+/// Creates `body` in the collection `(group, version, plural)` (in
+/// `namespace`) unless an object of its name is there: Ok(true) when it was
+/// created, Ok(false) when it existed, else the API's message.
+async fn create_if_missing(
+    api: &Arc<Api>,
+    (group, version, plural): (&str, &str, &str),
+    namespace: Option<&str>,
+    body: Value,
+) -> Result<bool, String> {
+    let info = resources::lookup(group, version, plural).expect("served");
+    let t = Target { info, namespace: namespace.map(str::to_string), name: None, subresource: None };
+    match api.create(&t, &Query::default(), body).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.message),
+    }
+}
+
+/// Creates the system namespaces, the `kubernetes` Service and the
+/// `kube-dns` Service when missing, and points `kubernetes` at this server.
+///
+/// `kube-dns` (in `kube-system`) is the address pods' resolv.conf names. It
+/// has no selector and no endpoints: every agent answers at that address
+/// itself (node-local DNS), and its proxy leaves the address alone. A
+/// cluster whose store already gave the address to another Service keeps
+/// running without it, with a warning.
+pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
+    for ns in SYSTEM_NAMESPACES {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match create_if_missing(api, ("", "v1", "namespaces"), None, body).await {
+            Ok(true) => tracing::info!(namespace = ns, "created system namespace"),
+            Ok(false) => {}
+            Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
+        }
+    }
+    let kubernetes = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": api.ranges.api_service_ip().to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.api_port}],
+        }
+    });
+    match create_if_missing(api, ("", "v1", "services"), Some("default"), kubernetes).await {
+        Ok(true) => tracing::info!("created the kubernetes service"),
+        Ok(false) => {}
+        Err(e) => anyhow::bail!("creating the kubernetes service: {e}"),
+    }
+    let dns = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "Hawser-DNS"}},
         "spec": {
@@ -352,43 +393,11 @@ async fn create_dns_service(api: &Arc<Api>) {
             ],
         }
     });
-    match api.create(&t, &Query::default(), body).await {
-        Ok(_) => tracing::info!(ip = %api.ranges.dns_service_ip(), "created the kube-dns service"),
-        Err(e) if e.code == 409 => {}
-        Err(e) => tracing::warn!(error = e.message, "creating the kube-dns service; cluster DNS has no service address"),
+    match create_if_missing(api, ("", "v1", "services"), Some("kube-system"), dns).await {
+        Ok(true) => tracing::info!(ip = %api.ranges.dns_service_ip(), "created the kube-dns service"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = e, "creating the kube-dns service; cluster DNS has no service address"),
     }
-}
-
-/// Creates the system namespaces and the `kubernetes` Service when missing,
-/// and points the Service at this server.
-pub async fn bootstrap(api: &Arc<Api>) -> anyhow::Result<()> {
-    let namespaces = resources::lookup("", "v1", "namespaces").expect("served");
-    for ns in SYSTEM_NAMESPACES {
-        let t = Target { info: namespaces, namespace: None, name: None, subresource: None };
-        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match api.create(&t, &Query::default(), body).await {
-            Ok(_) => tracing::info!(namespace = ns, "created system namespace"),
-            Err(e) if e.code == 409 => {}
-            Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),
-        }
-    }
-    let services = resources::lookup("", "v1", "services").expect("served");
-    let t = Target { info: services, namespace: Some("default".into()), name: None, subresource: None };
-    let body = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": api.ranges.api_service_ip().to_string(),
-            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api.api_port}],
-        }
-    });
-    match api.create(&t, &Query::default(), body).await {
-        Ok(_) => tracing::info!("created the kubernetes service"),
-        Err(e) if e.code == 409 => {}
-        Err(e) => anyhow::bail!("creating the kubernetes service: {}", e.message),
-    }
-    create_dns_service(api).await;
     publish_api_endpoints(api).await?;
     resume(api).await
 }
