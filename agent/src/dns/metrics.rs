@@ -10,16 +10,19 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
-/// The rcode as dig and CoreDNS print it.
-fn mnemonic(rcode: ResponseCode) -> &'static str {
+/// The rcodes counted on their own, as dig and CoreDNS print them; the
+/// rest count as OTHER.
+const RCODES: [&str; 7] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "OTHER"];
+
+fn rcode_index(rcode: ResponseCode) -> usize {
     match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        _ => "OTHER",
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        _ => 6,
     }
 }
 
@@ -33,9 +36,12 @@ struct RcodeLabels {
     rcode: &'static str,
 }
 
+/// Every counter is resolved once, here: the per-query path only
+/// increments (a family lookup per query would cost a lock and a hash).
 pub struct Metrics {
-    requests: Family<ProtocolLabels, Counter>,
-    responses: Family<RcodeLabels, Counter>,
+    udp_requests: Counter,
+    tcp_requests: Counter,
+    responses: [Counter; RCODES.len()],
     cache_hits: Counter,
     cache_misses: Counter,
     answer_cache_hits: Counter,
@@ -45,17 +51,25 @@ pub struct Metrics {
 impl Metrics {
     /// New metrics, registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<ProtocolLabels, Counter>::default();
+        let responses = Family::<RcodeLabels, Counter>::default();
+        // One statement each: get_or_create hands out a read guard, and a
+        // second insert while it lives would wait for it forever.
+        let counter = |proto| requests.get_or_create(&ProtocolLabels { proto }).clone();
+        let (udp_requests, tcp_requests) = (counter("udp"), counter("tcp"));
+        let responses_by_rcode = RCODES.map(|rcode| responses.get_or_create(&RcodeLabels { rcode }).clone());
         let metrics = Metrics {
-            requests: Family::default(),
-            responses: Family::default(),
+            udp_requests,
+            tcp_requests,
+            responses: responses_by_rcode,
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             answer_cache_hits: Counter::default(),
             upstream: Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0]),
         };
         let dns = registry.sub_registry_with_prefix("hawser_dns");
-        dns.register("requests", "DNS requests received, by transport", metrics.requests.clone());
-        dns.register("responses", "DNS responses sent, by rcode", metrics.responses.clone());
+        dns.register("requests", "DNS requests received, by transport", requests);
+        dns.register("responses", "DNS responses sent, by rcode", responses);
         dns.register("cache_hits", "Forwarded names answered from the cache", metrics.cache_hits.clone());
         dns.register("cache_misses", "Forwarded names asked of the upstream servers", metrics.cache_misses.clone());
         dns.register(
@@ -68,11 +82,15 @@ impl Metrics {
     }
 
     pub fn request(&self, tcp: bool) {
-        self.requests.get_or_create(&ProtocolLabels { proto: if tcp { "tcp" } else { "udp" } }).inc();
+        if tcp {
+            self.tcp_requests.inc()
+        } else {
+            self.udp_requests.inc()
+        };
     }
 
     pub fn response(&self, rcode: ResponseCode) {
-        self.responses.get_or_create(&RcodeLabels { rcode: mnemonic(rcode) }).inc();
+        self.responses[rcode_index(rcode)].inc();
     }
 
     pub fn cache_hit(&self) {

@@ -19,7 +19,8 @@
 //! # Layout
 //! - [`zone`]: the cluster zone's records and lookups (no I/O).
 //! - [`handler`]: a query to an answer: the zone or the upstream servers.
-//! - [`udp`]: the UDP sockets (one per core) and the answer cache in front.
+//! - [`udp`]: the UDP sockets (one reader thread per core) and the answer
+//!   cache in front.
 //! - [`upstream`]: forwarding and the TTL-honouring cache.
 //! - [`metrics`]: requests, responses by rcode, cache hits, upstream latency.
 
@@ -102,26 +103,20 @@ pub struct Listening {
     /// Where it answers over UDP and TCP (as bound: a port 0 asked for is
     /// the one the kernel gave, the same for both).
     pub addresses: Vec<SocketAddr>,
-    udp: Vec<tokio::task::JoinHandle<()>>,
+    /// Stop their threads when dropped.
+    _udp: Vec<udp::Readers>,
     tcp: Server<handler::Handler>,
 }
 
 impl Listening {
-    /// Serves until a listener fails; its sockets close when dropped.
+    /// Serves until the TCP listeners fail; everything stops when dropped.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        let udp = futures::future::select_all(self.udp.iter_mut());
-        tokio::select! {
-            result = self.tcp.block_until_done() => result.context("the DNS server's TCP listeners stopped"),
-            _ = udp => anyhow::bail!("a DNS UDP socket stopped"),
-        }
+        self.tcp.block_until_done().await.context("the DNS server's TCP listeners stopped")
     }
 }
 
 impl Drop for Listening {
     fn drop(&mut self) {
-        for task in &self.udp {
-            task.abort();
-        }
         self.tcp.shutdown_token().cancel();
     }
 }
@@ -133,15 +128,15 @@ pub async fn listen(handler: handler::Handler, addresses: &[SocketAddr]) -> anyh
     let cache = Arc::new(udp::AnswerCache::new(handler.zone_version.clone()));
     let shared = Arc::new(handler.clone());
     let mut tcp = Server::new(handler);
-    let (mut bound, mut udp_tasks) = (Vec::new(), Vec::new());
+    let (mut bound, mut readers) = (Vec::new(), Vec::new());
     for address in addresses {
         let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding DNS to tcp {address}"))?;
         let address = listener.local_addr()?;
         tcp.register_listener(listener, TCP_IDLE, TCP_RESPONSES_QUEUED);
-        udp_tasks.extend(udp::serve(address, shared.clone(), cache.clone()).with_context(|| format!("binding DNS to udp {address}"))?);
+        readers.push(udp::serve(address, shared.clone(), cache.clone()).with_context(|| format!("binding DNS to udp {address}"))?);
         bound.push(address);
     }
-    Ok(Listening { addresses: bound, udp: udp_tasks, tcp })
+    Ok(Listening { addresses: bound, _udp: readers, tcp })
 }
 
 /// Rebuilds the names of every Service changed since the last call.

@@ -82,8 +82,9 @@ fn main() -> Result<()> {
     let cluster = NetnsCluster::start_with(1, &[], &["--resolv-conf", resolv_conf.to_str().context("utf-8 path")?]);
     let node = &cluster.nodes[0];
 
-    // The upstream: every external name has an address.
-    let _upstream = Dnsmasq::start(&node.ns, UPSTREAM, &["--address=/ext.test/192.0.2.9".to_string()]);
+    // The upstream: every external name has an address, for 5 minutes
+    // (dnsmasq's own answers have TTL 0 otherwise: nobody could cache them).
+    let _upstream = Dnsmasq::start(&node.ns, UPSTREAM, &["--address=/ext.test/192.0.2.9".to_string(), "--local-ttl=300".to_string()]);
 
     let started = Instant::now();
     let ips = create_services(&cluster, args.services)?;
