@@ -4,6 +4,7 @@
 //! without a readable header and answers FORMERR to the rest.
 
 use super::metrics::Metrics;
+use super::names;
 use super::upstream::Upstream;
 use super::zone::{Answer, Zone};
 use hickory_server::net::runtime::Time;
@@ -46,8 +47,14 @@ impl Reply {
 
 impl Handler {
     async fn answer(&self, name: &LowerName, qtype: RecordType) -> Reply {
-        let answer = self.zone.read().unwrap().lookup(name, qtype);
-        let soa = || vec![self.zone.read().unwrap().soa().clone()];
+        // One read of the zone: a negative answer's SOA comes with it.
+        let (answer, soa) = {
+            let zone = self.zone.read().unwrap();
+            let answer = zone.lookup(name, qtype);
+            let soa = matches!(answer, Answer::NoData | Answer::NxDomain).then(|| zone.soa().clone());
+            (answer, soa)
+        };
+        let soa = || soa.into_iter().collect::<Vec<_>>();
         match answer {
             Answer::Records { answers, additionals } => {
                 Reply { rcode: ResponseCode::NoError, authoritative: true, answers, authorities: Vec::new(), additionals }
@@ -73,21 +80,6 @@ impl Handler {
             }
         }
     }
-}
-
-/// Whether the first question's name, as sent, uses a compression pointer.
-fn has_pointer(question: &[u8]) -> bool {
-    let mut at = 0;
-    while let Some(&len) = question.get(at) {
-        if len == 0 {
-            return false;
-        }
-        if len & 0xC0 != 0 {
-            return true;
-        }
-        at += usize::from(len) + 1;
-    }
-    false
 }
 
 /// The questions encoded without compression.
@@ -127,7 +119,7 @@ impl RequestHandler for Handler {
         // compressed by a pointer into the header would point at other bytes
         // in the answer (found by the fuzz test), so such a question is
         // written out afresh.
-        let rewritten = has_pointer(request.queries.as_bytes()).then(|| rewrite(&request.queries));
+        let rewritten = names::written_len(request.queries.as_bytes()).is_none().then(|| rewrite(&request.queries));
         let queries = match &rewritten {
             Some(Some(queries)) => queries,
             _ => &request.queries,

@@ -26,3 +26,33 @@ pub fn reverse(ip: Ipv4Addr) -> Name {
     let [a, b, c, d] = ip.octets();
     fqdn(&format!("{d}.{c}.{b}.{a}.in-addr.arpa")).expect("an address's reverse name is valid")
 }
+
+/// The length in bytes (root label included) of the name at the start of
+/// `wire`, if it is written out in full: None when it is compressed (a
+/// pointer), has a label longer than 63 bytes, or is cut short.
+pub fn written_len(wire: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*wire.get(at)?);
+        if len == 0 {
+            return Some(at + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        at += len + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_written_out_in_full_have_a_length() {
+        assert_eq!(written_len(b"\x03web\x07default\x00\x00\x01"), Some(13));
+        assert_eq!(written_len(b"\x03web\xc0\x0c"), None, "compressed");
+        assert_eq!(written_len(b"\x50web"), None, "a label length past 63");
+        assert_eq!(written_len(b"\x03web\x07def"), None, "cut short");
+    }
+}

@@ -17,6 +17,7 @@
 //! response, it is dropped.
 
 use super::handler::Handler;
+use super::names;
 use futures::FutureExt;
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
@@ -59,7 +60,7 @@ impl AnswerCache {
     /// The answer to `query` with its ID and question spelling, if cached
     /// for the zone as it is now.
     fn get(&self, query: &[u8]) -> Option<(Vec<u8>, ResponseCode)> {
-        let key = key(query)?;
+        let (key, question_len) = key(query)?;
         let answers = self.inner.read().unwrap();
         if answers.version != self.zone_version.load(Ordering::Acquire) {
             return None;
@@ -68,14 +69,14 @@ impl AnswerCache {
         // Same question length by construction: the ID and the question as
         // the client spelled it (resolvers may randomise its case).
         answer[..2].copy_from_slice(&query[..2]);
-        let question = 12..12 + question_len(query)?;
+        let question = 12..12 + question_len;
         answer[question.clone()].copy_from_slice(&query[question]);
         Some((answer, rcode))
     }
 
     /// Keeps `answer` to `query`, computed against zone version `version`.
     fn put(&self, query: &[u8], answer: Vec<u8>, rcode: ResponseCode, version: u64) {
-        let Some(key) = key(query) else { return };
+        let Some((key, _)) = key(query) else { return };
         let mut answers = self.inner.write().unwrap();
         if answers.version != version || answers.by_query.len() >= MAX_ANSWERS {
             if version < answers.version {
@@ -87,34 +88,21 @@ impl AnswerCache {
     }
 }
 
-/// The cache key of a query: everything but its ID, the name lowercased.
-/// None when the question is compressed or cut short (never cached).
-fn key(query: &[u8]) -> Option<Vec<u8>> {
-    let name_end = 12 + question_len(query)? - 4;
-    let mut key = query[2..].to_vec();
-    key[10..name_end - 2].make_ascii_lowercase();
-    Some(key)
-}
-
-/// The length of the first question (name, type, class) of a query with
-/// exactly one, if its name is written out in full.
-fn question_len(query: &[u8]) -> Option<usize> {
+/// The cache key of a query (everything but its ID, the name lowercased)
+/// and the length of its question (name, type, class). None unless it
+/// has exactly one question whose name is written out in full (never cached).
+fn key(query: &[u8]) -> Option<(Vec<u8>, usize)> {
     if query.len() < 12 || query[4..6] != [0, 1] {
         return None;
     }
-    let mut at = 12;
-    loop {
-        let len = usize::from(*query.get(at)?);
-        if len == 0 {
-            break;
-        }
-        if len > 63 {
-            return None;
-        }
-        at += len + 1;
+    let name_len = names::written_len(&query[12..])?;
+    let question_len = name_len + 4;
+    if 12 + question_len > query.len() {
+        return None;
     }
-    let end = at + 1 + 4;
-    (end <= query.len()).then_some(end - 12)
+    let mut key = query[2..].to_vec();
+    key[10..10 + name_len].make_ascii_lowercase();
+    Some((key, question_len))
 }
 
 /// How often a reader looks up from a quiet socket to see whether it

@@ -39,7 +39,6 @@ struct Cached {
 /// The node's resolvers behind a cache.
 pub struct Upstream {
     resolver: Option<TokioResolver>,
-    servers: Vec<IpAddr>,
     cache: Mutex<HashMap<(LowerName, RecordType), Cached>>,
     metrics: Arc<Metrics>,
 }
@@ -72,11 +71,7 @@ impl Upstream {
                 .build()
                 .expect("a resolver over explicit name servers builds")
         });
-        Upstream { resolver, servers, cache: Mutex::new(HashMap::new()), metrics }
-    }
-
-    pub fn servers(&self) -> &[IpAddr] {
-        &self.servers
+        Upstream { resolver, cache: Mutex::new(HashMap::new()), metrics }
     }
 
     /// The answer to `name` `qtype`: from the cache while it lives, else
@@ -144,13 +139,10 @@ impl Upstream {
     }
 }
 
-/// The `nameserver` addresses of a resolv.conf.
+/// The `nameserver` addresses of a resolv.conf (an IPv6 zone index dropped).
 fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
-    resolv_conf
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.split_whitespace().next()?.split('%').next()?.parse().ok())
-        .collect()
+    let (servers, _, _) = crate::pods::spec::parse_resolv_conf(resolv_conf);
+    servers.iter().filter_map(|s| s.split('%').next()?.parse().ok()).collect()
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ pub fn resolv_conf(pod: &Pod, dns: &DnsSettings) -> String {
 }
 
 /// (nameservers, search domains, options) of a resolv.conf.
-fn parse_resolv_conf(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+pub(crate) fn parse_resolv_conf(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     let (mut servers, mut searches, mut options) = (vec![], vec![], vec![]);
     for line in text.lines() {
         let mut words = line.split_whitespace();
